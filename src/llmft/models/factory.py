@@ -1,0 +1,127 @@
+"""Load a base model and its tokenizer: a Hub id, a local folder, or an embedded `llmft:` name."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from llmft.models import embedded
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# End-of-turn tokens of common chat templates; the pad token must be none of them, or padding
+# logic elsewhere could mask the end of an assistant turn out of the labels.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
+PAD_CANDIDATES = ("<|pad|>", "<pad>", "<|endoftext|>", "<unk>")
+
+
+@dataclass
+class ModelSpec:
+    """`conf/model/*.yaml`. `name_or_path`: Hub id, local folder, or `llmft:smollm2-135m-instruct` / `llmft:tiny`."""
+
+    name_or_path: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None  # None = transformers' default (sdpa); "flash_attention_2" on GPUs
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class PrecisionSpec:
+    """`conf/precision/*.yaml`: the Lightning precision flag and the dtype the weights are loaded in."""
+
+    trainer: str = "bf16-mixed"
+    weights_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.weights_dtype not in DTYPES:
+            raise ValueError(f"precision.weights_dtype={self.weights_dtype!r}: choose one of {sorted(DTYPES)}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.weights_dtype]
+
+
+def local_source(spec: ModelSpec) -> str:
+    """Resolve embedded names and reject a local path that does not exist, before any loading."""
+    source = embedded.resolve(spec.name_or_path)
+    looks_local = source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
+    if looks_local and not Path(source).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"model.name_or_path={spec.name_or_path!r}: no such folder "
+            "(give an existing local model folder, a Hub id, or llmft:smollm2-135m-instruct / llmft:tiny)"
+        )
+    return str(Path(source).expanduser()) if looks_local else source
+
+
+def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    source = local_source(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except OSError as err:
+        raise OSError(f"model.name_or_path={spec.name_or_path!r}: cannot load its tokenizer: {err}") from err
+    if tokenizer.chat_template is None:
+        raise ValueError(f"model.name_or_path={spec.name_or_path!r}: the tokenizer has no chat template")
+    _ensure_safe_pad_token(tokenizer)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    vocab = tokenizer.get_vocab()
+    ids = {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _ensure_safe_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token distinct from every end-of-turn token."""
+    forbidden = end_of_turn_ids(tokenizer)
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in forbidden:
+        return
+    vocab = tokenizer.get_vocab()
+    for candidate in PAD_CANDIDATES:
+        if candidate in vocab and vocab[candidate] not in forbidden:
+            tokenizer.pad_token = candidate
+            return
+    tokenizer.add_special_tokens({"pad_token": "<|pad|>"})  # the model's embeddings are resized on load
+
+
+def load_model(
+    spec: ModelSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: torch.dtype,
+    quantization_config=None,
+) -> PreTrainedModel:
+    source = local_source(spec)
+    kwargs = dict(
+        revision=spec.revision,
+        trust_remote_code=spec.trust_remote_code,
+        dtype=dtype,
+        quantization_config=quantization_config,
+    )
+    if spec.attn_implementation:
+        kwargs["attn_implementation"] = spec.attn_implementation
+    if quantization_config is not None:
+        kwargs["device_map"] = {"": torch.cuda.current_device() if torch.cuda.is_available() else "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as err:
+        raise OSError(f"model.name_or_path={spec.name_or_path!r}: cannot load the model: {err}") from err
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    log.info("loaded %s (%s, %.1fM parameters)", spec.name_or_path, dtype, model.num_parameters() / 1e6)
+    return model
