@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from llmft.data.templates import assistant_text, tool_call_text
+
 __all__ = [
     "TASK_NAMES",
     "SPLITS",
@@ -91,7 +93,7 @@ def _msg(role: str, content: str) -> dict:
 
 
 def _call_text(name: str, arguments: dict) -> str:
-    return json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    return tool_call_text({"name": name, "arguments": arguments})
 
 
 def _call_message(name: str, arguments: dict) -> dict:
@@ -100,19 +102,6 @@ def _call_message(name: str, arguments: dict) -> dict:
         "content": "",
         "tool_calls": [{"type": "function", "function": {"name": name, "arguments": dict(arguments)}}],
     }
-
-
-def assistant_text(message: dict) -> str:
-    """The reference text of an assistant message: its content, or for a tool call the
-    canonical ``{"name": ..., "arguments": {...}}`` JSON of its first call."""
-    calls = message.get("tool_calls") or []
-    if calls:
-        fn = calls[0].get("function", calls[0])
-        args = fn.get("arguments", {})
-        if isinstance(args, str):
-            args = json.loads(args)
-        return _call_text(fn["name"], args)
-    return message.get("content") or ""
 
 
 def prompt_key(row: dict) -> str:

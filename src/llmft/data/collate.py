@@ -1,0 +1,37 @@
+"""Batching: right-padded micro-batches, grouped into optimizer-step windows."""
+from __future__ import annotations
+
+import torch
+
+from llmft.data.templates import IGNORE_INDEX
+
+
+def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad `input_ids`/`labels` lists to the longest example; labels are padded with -100."""
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        input_ids[row, :n] = torch.tensor(example["input_ids"])
+        labels[row, :n] = torch.tensor(example["labels"])
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class WindowCollator:
+    """Collates the examples of one optimizer step into `micro_batch_size`-sized padded micro-batches.
+
+    The training loader yields one window (batch_size x accumulate_grad_batches examples) per
+    optimizer step, so the method sees the whole window and can normalise the loss by the number of
+    supervised tokens in all of it: batch 8 x accumulation 1 then equals batch 1 x accumulation 8.
+    """
+
+    def __init__(self, micro_batch_size: int, pad_token_id: int):
+        self.micro_batch_size = micro_batch_size
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[dict]) -> list[dict[str, torch.Tensor]]:
+        size = self.micro_batch_size
+        return [pad_batch(examples[i : i + size], self.pad_token_id) for i in range(0, len(examples), size)]
