@@ -20,6 +20,44 @@ def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+class LengthGroupedWindows:
+    """Yields the example indices of one optimizer-step window at a time, with little padding.
+
+    Each epoch: a seeded shuffle, then chunks of `group_windows` windows are sorted by length and
+    cut into windows, and the windows are shuffled again (HF's `group_by_length`, per window).
+    Examples of similar length share micro-batches, so padding costs little compute. The order is
+    a pure function of (seed, epoch).
+    """
+
+    def __init__(self, lengths: list[int], window_size: int, seed: int, group_windows: int = 16):
+        self.lengths = lengths
+        self.window_size = window_size
+        self.seed = seed
+        self.group_windows = group_windows
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def windows(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        chunk = self.window_size * self.group_windows
+        windows = []
+        for start in range(0, len(order), chunk):
+            group = sorted(order[start : start + chunk], key=lambda i: self.lengths[i], reverse=True)
+            windows += [group[i : i + self.window_size] for i in range(0, len(group), self.window_size)]
+        shuffled = torch.randperm(len(windows), generator=generator).tolist()
+        return [windows[i] for i in shuffled]
+
+    def __iter__(self):
+        yield from self.windows(self.epoch)
+        self.epoch += 1
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.window_size)
+
+
 class WindowCollator:
     """Collates the examples of one optimizer step into `micro_batch_size`-sized padded micro-batches.
 

@@ -50,6 +50,7 @@ __all__ = [
     "SEED",
     "BUNDLED_DIR",
     "REFUSAL",
+    "MAX_NEW_TOKENS",
     "TOOLS",
     "VERIFIERS",
     "generate",
@@ -72,6 +73,10 @@ SPLIT_SIZES: dict[str, int] = {"train": 120, "val": 16, "test": 40}
 GENERATION_ORDER: tuple[str, ...] = ("test", "val", "train")
 SEED = 20240611
 BUNDLED_DIR: Path = Path(__file__).resolve().parent / "bundled"
+
+# Generation budget per task (tokens): the longest reference answer plus a margin (tool calls are
+# JSON, the rest a few words), so evaluation does not pay for rambling past any correct answer.
+MAX_NEW_TOKENS: dict[str, int] = {"tool_call": 64, "arithmetic": 12, "word_list": 24, "multi_turn": 12, "policy": 24}
 
 REFUSAL = "I'm sorry, but I can't share that."
 

@@ -34,16 +34,30 @@ class ModelSpec:
 class PrecisionSpec:
     """`conf/precision/*.yaml`: the Lightning precision flag and the dtype the weights are loaded in."""
 
-    trainer: str = "bf16-mixed"
+    trainer: str = "auto"
     weights_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.trainer == "auto":
+            self.trainer = "bf16-mixed" if bf16_is_fast() else "32-true"
         if self.weights_dtype not in DTYPES:
             raise ValueError(f"precision.weights_dtype={self.weights_dtype!r}: choose one of {sorted(DTYPES)}")
 
     @property
     def dtype(self) -> torch.dtype:
         return DTYPES[self.weights_dtype]
+
+
+def bf16_is_fast() -> bool:
+    """bf16 matmuls beat fp32 on CUDA GPUs with bf16 support and on CPUs with bf16 matrix units
+    (AVX512-BF16 or AMX); on other CPUs (AVX2 only) bf16 autocast is several times *slower*."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def local_source(spec: ModelSpec) -> str:

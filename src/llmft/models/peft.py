@@ -27,7 +27,7 @@ class LoraSpec:
     name: str = "lora"
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: str | list[str] = "all-linear"
     use_dora: bool = False
     quantize: str | None = None

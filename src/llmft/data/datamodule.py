@@ -1,0 +1,152 @@
+"""Where training rows come from (`conf/data/*.yaml`) and how they reach the method."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from llmft.data import formats, tasks
+from llmft.data.collate import LengthGroupedWindows, WindowCollator, pad_batch
+from llmft.data.templates import ChatRenderer
+
+log = logging.getLogger(__name__)
+
+TRUNCATED = "every supervised token truncated away (data.max_length={max_length})"
+
+
+@dataclass
+class DataSpec:
+    """`conf/data/*.yaml`. `source: tasks` is the bundled suite; `source: file` reads `path` in `format`."""
+
+    source: str = "tasks"
+    path: str | None = None
+    format: str = "chat"
+    val_path: str | None = None
+    val_fraction: float = 0.05  # split off `path` (seeded) when there is no val_path
+    batch_size: int = 8  # micro-batch: examples per forward pass
+    max_length: int = 512
+    limit_train: int | None = None  # first N training rows after shuffling, for quick runs
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in ("tasks", "file"):
+            raise ValueError(f"data.source={self.source!r}: choose tasks or file")
+        if self.source == "file" and not self.path:
+            raise ValueError("data=file needs data.path=<file> (and data.format=<chat|alpaca|completion|...>)")
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size={self.batch_size}: must be at least 1")
+
+
+@dataclass
+class Rows:
+    """The rows of one view, their source files (for the run card) and what was left out, by reason."""
+
+    train: list[dict]
+    val: list[dict]
+    files: list[Path]
+    dropped: Counter
+
+
+def load_rows(spec: DataSpec, view: str, seed: int) -> Rows:
+    if spec.source == "tasks":
+        files = [tasks.bundled_path(view, s) for s in ("train", "val")]
+        train, val = (tasks.load_bundled(view, s) for s in ("train", "val"))
+        dropped: Counter = Counter()
+    else:
+        train, dropped = formats.convert(formats.read_rows(spec.path), spec.format, view, spec.path)
+        files = [Path(spec.path)]
+        if spec.val_path:
+            val, val_dropped = formats.convert(formats.read_rows(spec.val_path), spec.format, view, spec.val_path)
+            dropped += val_dropped
+            files.append(Path(spec.val_path))
+        else:
+            shuffled = random.Random(seed).sample(train, len(train))
+            n_val = int(round(len(train) * spec.val_fraction)) if len(train) > 1 else 0
+            val, train = shuffled[:n_val], shuffled[n_val:]
+    if spec.limit_train is not None:
+        train = random.Random(seed).sample(train, min(spec.limit_train, len(train)))
+    return Rows(train=train, val=val, files=files, dropped=dropped)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def encode_rows(rows: list[dict], renderer: ChatRenderer) -> tuple[list[dict], Counter]:
+    """Token ids + assistant-only labels; rows with nothing left to supervise are dropped and counted."""
+    examples, dropped = [], Counter()
+    for row in rows:
+        encoded = renderer.encode(row["messages"], row.get("tools"))
+        if encoded.num_supervised == 0:
+            dropped[TRUNCATED.format(max_length=renderer.max_length)] += 1
+            continue
+        examples.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
+    return examples, dropped
+
+
+class SupervisedDataModule(L.LightningDataModule):
+    """Chat rows -> windows of micro-batches (one window per optimizer step) and validation batches."""
+
+    def __init__(
+        self,
+        rows: Rows,
+        renderer: ChatRenderer,
+        batch_size: int,
+        accumulate_grad_batches: int,
+        seed: int,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if accumulate_grad_batches < 1:
+            raise ValueError(f"trainer.accumulate_grad_batches={accumulate_grad_batches}: must be at least 1")
+        self.rows = rows
+        self.renderer = renderer
+        self.batch_size = batch_size
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.seed = seed
+        self.num_workers = num_workers
+        self.train_examples: list[dict] = []
+        self.val_examples: list[dict] = []
+        self.dropped: dict[str, Counter] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_examples:
+            return
+        self.train_examples, train_dropped = encode_rows(self.rows.train, self.renderer)
+        self.val_examples, val_dropped = encode_rows(self.rows.val, self.renderer)
+        self.dropped = {"train": self.rows.dropped + train_dropped, "val": val_dropped}
+        for split, counts in self.dropped.items():
+            for reason, n in counts.items():
+                log.warning("dropped %d %s rows: %s", n, split, reason)
+        if not self.train_examples:
+            raise ValueError(f"no training example left after dropping: {dict(self.dropped['train'])}")
+        log.info("data: %d train / %d val examples", len(self.train_examples), len(self.val_examples))
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.renderer.tokenizer.pad_token_id
+
+    def train_dataloader(self) -> DataLoader:
+        windows = LengthGroupedWindows([len(e["input_ids"]) for e in self.train_examples],
+                                       self.batch_size * self.accumulate_grad_batches, self.seed)
+        return DataLoader(
+            self.train_examples,
+            batch_sampler=windows,
+            collate_fn=WindowCollator(self.batch_size, self.pad_token_id),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.val_examples,
+            batch_size=self.batch_size,
+            collate_fn=partial(pad_batch, pad_token_id=self.pad_token_id),
+            num_workers=self.num_workers,
+        )

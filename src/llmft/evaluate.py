@@ -1,0 +1,152 @@
+"""Evaluation on the bundled task suite: exact match per task (batched greedy generation) and
+perplexity of the validation split. `eval.py` runs it on a finished run or a bare model; `train.py`
+runs it before and after training."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+
+from llmft.data import tasks
+from llmft.data.collate import pad_batch
+from llmft.data.templates import ChatRenderer
+from llmft.metrics.generation import exact_match_by_task
+from llmft.metrics.perplexity import perplexity
+from llmft.models.generation import generate_greedy
+from llmft.utils import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSpec:
+    """`conf/evaluation/*.yaml`."""
+
+    split: str = "test"
+    tasks: list[str] | None = None  # None = every task of the suite
+    limit: int | None = None  # at most N examples per task
+    batch_size: int = 32
+    max_new_tokens: int = 64  # cap; each task has its own smaller budget (tasks.MAX_NEW_TOKENS)
+    base: bool = True  # train.py: also evaluate the model before training, for the comparison table
+
+
+def suite_rows(spec: EvalSpec) -> list[dict]:
+    rows = tasks.load_bundled("chat", spec.split)
+    wanted = spec.tasks or list(tasks.TASK_NAMES)
+    unknown = sorted(set(wanted) - set(tasks.TASK_NAMES))
+    if unknown:
+        raise ValueError(f"evaluation.tasks: unknown {unknown}; the suite has {list(tasks.TASK_NAMES)}")
+    kept, seen = [], {t: 0 for t in wanted}
+    for row in rows:
+        if row["task"] in seen and (spec.limit is None or seen[row["task"]] < spec.limit):
+            seen[row["task"]] += 1
+            kept.append(row)
+    return kept
+
+
+class Evaluator:
+    """Scores one model on fixed rows: the same prompts and validation batches for base and tuned."""
+
+    def __init__(self, renderer: ChatRenderer, spec: EvalSpec, val_examples: list[dict], autocast_dtype=None):
+        self.renderer = renderer
+        self.spec = spec
+        self.rows = suite_rows(spec)
+        self.prompts = [renderer.prompt_text(r["messages"], r.get("tools")) for r in self.rows]
+        self.val_batches = [pad_batch(val_examples[i : i + spec.batch_size], renderer.tokenizer.pad_token_id)
+                            for i in range(0, len(val_examples), spec.batch_size)]
+        self.autocast_dtype = autocast_dtype
+
+    def __call__(self, model: torch.nn.Module, name: str) -> tuple[dict, list[dict]]:
+        predictions = [""] * len(self.rows)
+        for task in dict.fromkeys(r["task"] for r in self.rows):
+            idx = [i for i, r in enumerate(self.rows) if r["task"] == task]
+            budget = min(self.spec.max_new_tokens, tasks.MAX_NEW_TOKENS[task])
+            outputs = generate_greedy(model, self.renderer.tokenizer, [self.prompts[i] for i in idx], budget,
+                                      self.spec.batch_size, self.autocast_dtype, desc=f"eval {name} {task}")
+            for i, output in zip(idx, outputs):
+                predictions[i] = output
+        records = [
+            {"id": r["id"], "task": r["task"], "prediction": p, "answer": r["answer"],
+             "correct": tasks.verify(r["task"], p, r["answer"])}
+            for r, p in zip(self.rows, predictions)
+        ]
+        report = {"exact_match": exact_match_by_task([r["task"] for r in records], [r["correct"] for r in records]),
+                  "n_examples": len(records)}
+        if self.val_batches:
+            report["perplexity"] = perplexity(model, self.val_batches, self.autocast_dtype)
+        return report, records
+
+
+def format_table(reports: dict[str, dict]) -> str:
+    """Exact match per task (percent), one column per model, plus perplexity."""
+    names = list(reports)
+    keys = list(next(iter(reports.values()))["exact_match"])
+    keys = [k for k in keys if k != "overall"] + ["overall"]
+    lines = [f"{'exact match (%)':<18}" + "".join(f"{n:>10}" for n in names)]
+    if len(names) == 2:
+        lines[0] += f"{'delta':>10}"
+    for key in keys:
+        values = [reports[n]["exact_match"][key] * 100 for n in names]
+        line = f"{key:<18}" + "".join(f"{v:>10.1f}" for v in values)
+        if len(values) == 2:
+            line += f"{values[1] - values[0]:>+10.1f}"
+        lines.append(line)
+    if all("perplexity" in r for r in reports.values()):
+        lines.append(f"{'val perplexity':<18}" + "".join(f"{reports[n]['perplexity']:>10.3f}" for n in names))
+    return "\n".join(lines)
+
+
+def write_results(out_dir: Path, reports: dict[str, dict], records: dict[str, list[dict]]) -> None:
+    write_json_atomic(out_dir / "eval.json", reports)
+    lines = [json.dumps({"model": name, **rec}, ensure_ascii=False) for name, recs in records.items() for rec in recs]
+    (out_dir / "eval_predictions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run(cfg: DictConfig) -> dict:
+    """`python eval.py run_dir=...` (base vs tuned) or `python eval.py model=...` (one model)."""
+    from llmft import models
+    from llmft.data.datamodule import encode_rows, load_rows
+
+    spec: EvalSpec = instantiate(cfg.evaluation)
+    if cfg.run_dir:
+        run_dir = Path(cfg.run_dir)
+        saved_cfg = run_dir / ".hydra" / "config.yaml"
+        if not saved_cfg.is_file():
+            raise FileNotFoundError(f"run_dir={run_dir}: no {saved_cfg.relative_to(run_dir)} (is it a llmft run folder?)")
+        train_cfg = OmegaConf.load(saved_cfg)
+        saved = next((run_dir / "checkpoints" / d for d in ("adapter", "model")
+                      if (run_dir / "checkpoints" / d).is_dir()), None)
+        if saved is None:
+            raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints/adapter or checkpoints/model (did training finish?)")
+        out_dir = run_dir
+    else:
+        train_cfg, saved, out_dir = cfg, None, Path(cfg.paths.output_dir)
+    model_spec, peft_spec = instantiate(train_cfg.model), instantiate(train_cfg.peft)
+    precision, data_spec = instantiate(train_cfg.precision), instantiate(train_cfg.data)
+    rows = load_rows(data_spec, "chat", train_cfg.seed)
+
+    handles = {"base": models.build(model_spec, models.FullSpec(), precision)}
+    if saved is not None:
+        handles["tuned"] = models.load_finished(saved, model_spec, peft_spec, precision)
+    renderer = ChatRenderer(handles["base"].tokenizer, data_spec.max_length)
+    val_examples, _ = encode_rows(rows.val, renderer)
+    evaluator = Evaluator(renderer, spec, val_examples, autocast_dtype(precision.trainer))
+    reports, records = {}, {}
+    for name in ("base", "tuned"):
+        if name in handles:
+            reports[name], records[name] = evaluator(handles[name].model, name)
+    write_results(out_dir, reports, records)
+    print(format_table(reports))
+    log.info("wrote %s", out_dir / "eval.json")
+    return reports
+
+
+def autocast_dtype(trainer_precision: str) -> torch.dtype | None:
+    """Evaluate in the precision the run trained in (bf16-mixed -> bf16 autocast)."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(trainer_precision)

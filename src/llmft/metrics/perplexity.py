@@ -1,0 +1,31 @@
+"""Perplexity of the supervised (assistant) tokens of a split."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from llmft.losses import sft_loss_sum
+
+
+@torch.no_grad()
+def perplexity(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], autocast_dtype=None) -> float:
+    """exp(total NLL / total supervised tokens): token-weighted over the whole split."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    try:
+        for batch in batches:
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = model(input_ids=batch["input_ids"].to(device),
+                               attention_mask=batch["attention_mask"].to(device)).logits
+            batch_nll, batch_count = sft_loss_sum(logits, batch["labels"].to(device))
+            nll += float(batch_nll)
+            count += int(batch_count)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("perplexity: the split has no supervised token")
+    return math.exp(nll / count)

@@ -1,0 +1,94 @@
+"""`python train.py`: build the objects from the config, hand them to Lightning, evaluate before/after."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from llmft import models, run_card
+from llmft.data.datamodule import SupervisedDataModule, file_sha256, load_rows
+from llmft.data.templates import ChatRenderer
+from llmft.evaluate import Evaluator, autocast_dtype, format_table, write_results
+from llmft.utils import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+# trainer.* keys that llmft applies itself (manual optimisation) instead of passing to L.Trainer
+OWN_TRAINER_KEYS = ("accumulate_grad_batches", "gradient_clip_val")
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
+    out = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    # Everything that can be wrong with the input fails here, before any training or writing.
+    model_spec, peft_spec = instantiate(cfg.model), instantiate(cfg.peft)
+    precision, data_spec, eval_spec = instantiate(cfg.precision), instantiate(cfg.data), instantiate(cfg.evaluation)
+    method_factory = instantiate(cfg.method)
+    method_cls = method_factory.func
+    rows = load_rows(data_spec, method_cls.view, cfg.seed)
+    handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference)
+    renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
+    datamodule = SupervisedDataModule(rows, renderer, data_spec.batch_size, cfg.trainer.accumulate_grad_batches,
+                                      cfg.seed, data_spec.num_workers)
+    datamodule.setup("fit")
+    trainable, total = handle.parameter_counts()
+    log.info("parameters: %.2fM trainable of %.1fM (%.2f%%)", trainable / 1e6, total / 1e6, 100 * trainable / total)
+
+    evaluator = Evaluator(renderer, eval_spec, datamodule.val_examples, autocast_dtype(precision.trainer)) \
+        if cfg.evaluate else None
+    reports, records = {}, {}
+    if evaluator is not None and eval_spec.base:
+        if torch.cuda.is_available() and peft_spec.quantize is None:
+            handle.model.to("cuda")
+        reports["base"], records["base"] = evaluator(handle.model, "base")
+
+    method = method_factory(handle=handle, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.schedule),
+                            gradient_clip_val=cfg.trainer.gradient_clip_val)
+    trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k not in OWN_TRAINER_KEYS}
+    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
+    trainer = L.Trainer(**trainer_kwargs, precision=precision.trainer, logger=loggers, callbacks=callbacks,
+                        default_root_dir=str(out))
+    fit_started = time.perf_counter()
+    trainer.fit(method, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - fit_started
+    saved = handle.save(out / "checkpoints")
+    log.info("saved %s", saved)
+
+    if evaluator is not None:
+        reports["tuned"], records["tuned"] = evaluator(handle.model, "tuned")
+        write_results(out, reports, records)
+        print("\n" + format_table(reports) + "\n", flush=True)
+
+    card = {
+        "command": " ".join(sys.argv),
+        "git": run_card.git_state(Path(__file__).resolve().parent),
+        "seed": cfg.seed,
+        "model": model_spec.name_or_path,
+        "peft": peft_spec.name,
+        "method": cfg.method._target_,
+        "precision": precision.trainer,
+        "chat_template_sha256": renderer.template_hash,
+        "data_files": {str(p): file_sha256(p) for p in rows.files},
+        "examples": {"train": len(datamodule.train_examples), "val": len(datamodule.val_examples)},
+        "dropped": {split: dict(c) for split, c in datamodule.dropped.items()},
+        "parameters": {"trainable": trainable, "total": total},
+        "optimizer_steps": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "peak_memory": run_card.peak_memory(),
+        "packages": run_card.package_versions(),
+        "saved": str(saved.relative_to(out)),
+        "eval": {name: r["exact_match"]["overall"] for name, r in reports.items()},
+    }
+    write_json_atomic(out / "run_card.json", card)
+    log.info("run folder: %s", out)
+    return {"reports": reports, "card": card}
