@@ -22,6 +22,7 @@ from llmft.models.generation import generate_greedy
 from llmft.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
+PPL_BATCH = 8  # perplexity batches: small, since each holds [batch, positions, vocabulary] logits
 
 
 @dataclass
@@ -31,7 +32,7 @@ class EvalSpec:
     split: str = "test"
     tasks: list[str] | None = None  # None = every task of the suite
     limit: int | None = None  # at most N examples per task
-    batch_size: int = 32
+    batch_size: int = 64  # prompts per generation batch (one batch per task of the suite)
     max_new_tokens: int = 64  # cap; each task has its own smaller budget (tasks.MAX_NEW_TOKENS)
     base: bool = True  # train.py: also evaluate the model before training, for the comparison table
 
@@ -58,8 +59,9 @@ class Evaluator:
         self.spec = spec
         self.rows = suite_rows(spec)
         self.prompts = [renderer.prompt_text(r["messages"], r.get("tools")) for r in self.rows]
-        self.val_batches = [pad_batch(val_examples[i : i + spec.batch_size], renderer.tokenizer.pad_token_id)
-                            for i in range(0, len(val_examples), spec.batch_size)]
+        by_length = sorted(val_examples, key=lambda e: len(e["input_ids"]))  # little padding
+        self.val_batches = [pad_batch(by_length[i : i + PPL_BATCH], renderer.tokenizer.pad_token_id)
+                            for i in range(0, len(by_length), PPL_BATCH)]
         self.autocast_dtype = autocast_dtype
 
     def __call__(self, model: torch.nn.Module, name: str) -> tuple[dict, list[dict]]:
@@ -138,9 +140,9 @@ def run(cfg: DictConfig) -> dict:
     val_examples, _ = encode_rows(rows.val, renderer)
     evaluator = Evaluator(renderer, spec, val_examples, autocast_dtype(precision.trainer))
     reports, records = {}, {}
-    for name in ("base", "tuned"):
-        if name in handles:
-            reports[name], records[name] = evaluator(handles[name].model, name)
+    for name, handle in handles.items():
+        with handle.merged() as model:
+            reports[name], records[name] = evaluator(model, name)
     write_results(out_dir, reports, records)
     print(format_table(reports))
     log.info("wrote %s", out_dir / "eval.json")

@@ -23,8 +23,17 @@ log = logging.getLogger(__name__)
 OWN_TRAINER_KEYS = ("accumulate_grad_batches", "gradient_clip_val")
 
 
+def route_lightning_logs() -> None:
+    """Lightning adds its own console handler; send its records through Hydra's (console + log file) only."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    route_lightning_logs()
     out = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -48,7 +57,8 @@ def run(cfg: DictConfig) -> dict:
     if evaluator is not None and eval_spec.base:
         if torch.cuda.is_available() and peft_spec.quantize is None:
             handle.model.to("cuda")
-        reports["base"], records["base"] = evaluator(handle.model, "base")
+        with handle.initial() as base:
+            reports["base"], records["base"] = evaluator(base, "base")
 
     method = method_factory(handle=handle, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.schedule),
                             gradient_clip_val=cfg.trainer.gradient_clip_val)
@@ -64,7 +74,8 @@ def run(cfg: DictConfig) -> dict:
     log.info("saved %s", saved)
 
     if evaluator is not None:
-        reports["tuned"], records["tuned"] = evaluator(handle.model, "tuned")
+        with handle.merged() as tuned:
+            reports["tuned"], records["tuned"] = evaluator(tuned, "tuned")
         write_results(out, reports, records)
         print("\n" + format_table(reports) + "\n", flush=True)
 
@@ -91,4 +102,4 @@ def run(cfg: DictConfig) -> dict:
     }
     write_json_atomic(out / "run_card.json", card)
     log.info("run folder: %s", out)
-    return {"reports": reports, "card": card}
+    return {"reports": reports, "card": card, "handle": handle}

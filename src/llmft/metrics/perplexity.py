@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 
 from llmft.losses import sft_loss_sum
+from llmft.models.forward import supervised_logits
 
 
 @torch.no_grad()
@@ -18,10 +19,9 @@ def perplexity(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]
     nll, count = 0.0, 0
     try:
         for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(input_ids=batch["input_ids"].to(device),
-                               attention_mask=batch["attention_mask"].to(device)).logits
-            batch_nll, batch_count = sft_loss_sum(logits, batch["labels"].to(device))
+                batch_nll, batch_count = sft_loss_sum(*supervised_logits(model, batch))
             nll += float(batch_nll)
             count += int(batch_count)
     finally:

@@ -45,6 +45,41 @@ class ModelHandle:
                 "build it with with_reference=True (methods that need one declare needs_reference)"
             )
 
+    @property
+    def is_quantized(self) -> bool:
+        return getattr(self.model.config, "quantization_config", None) is not None
+
+    @contextlib.contextmanager
+    def initial(self) -> Iterator[torch.nn.Module]:
+        """The model as built, before training: adapters disabled under PEFT (they start as a no-op),
+        else the policy itself, so use it before the first optimizer step."""
+        if self.is_peft:
+            with self.reference() as model:
+                yield model
+        else:
+            yield self.model
+
+    @contextlib.contextmanager
+    def merged(self) -> Iterator[torch.nn.Module]:
+        """The policy with its LoRA deltas merged into the base weights, for fast generation.
+
+        On exit the base weights are restored bit-exactly (unmerging alone would leave rounding
+        error). A no-op for full fine-tuning and for 4-bit bases (merging there would re-quantize).
+        """
+        if not self.is_peft or self.is_quantized:
+            yield self.model
+            return
+        originals = {n: p.detach().clone() for n, p in self.model.named_parameters() if ".base_layer." in n}
+        self.model.merge_adapter()
+        try:
+            yield self.model
+        finally:
+            self.model.unmerge_adapter()
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, value in originals.items():
+                    params[name].copy_(value)
+
     def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 

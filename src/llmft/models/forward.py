@@ -1,0 +1,28 @@
+"""Forward passes that compute only the logits a loss needs."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions t whose logits predict a supervised token (labels[:, t + 1] != -100) in any row."""
+    return torch.nonzero((labels[:, 1:] != IGNORE_INDEX).any(dim=0)).flatten()
+
+
+def supervised_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) restricted to the positions that predict supervised tokens.
+
+    The vocabulary projection is about a fifth of a small model's compute, and in chat data most
+    positions are prompt, so only the needed rows of logits are computed (`logits_to_keep`). The
+    pair is aligned like a full forward pass (`llmft.losses` shift labels internally): feeding it to
+    `sft_loss_sum` gives the same value as the full logits and labels.
+    """
+    labels = batch["labels"]
+    keep = supervised_positions(labels)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    # logits[:, j] predicts labels[:, keep[j] + 1]; pad one step so the losses' shift lines them up.
+    kept_labels = F.pad(labels[:, keep + 1], (1, 0), value=IGNORE_INDEX)
+    return F.pad(logits, (0, 0, 0, 1)), kept_labels
