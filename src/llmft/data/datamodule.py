@@ -121,7 +121,7 @@ class SupervisedDataModule(L.LightningDataModule):
             return
         self.train_examples, train_dropped = encode_rows(self.rows.train, self.renderer)
         self.val_examples, val_dropped = encode_rows(self.rows.val, self.renderer)
-        self.dropped = {"train": self.rows.dropped + train_dropped, "val": val_dropped}
+        self.dropped = {"train": Counter(self.rows.dropped) + train_dropped, "val": val_dropped}
         for split, counts in self.dropped.items():
             for reason, n in counts.items():
                 log.warning("dropped %d %s rows: %s", n, split, reason)
