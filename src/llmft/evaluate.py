@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -112,7 +112,6 @@ def write_results(out_dir: Path, reports: dict[str, dict], records: dict[str, li
 
 def run(cfg: DictConfig) -> dict:
     """`python eval.py run_dir=...` (base vs tuned) or `python eval.py model=...` (one model)."""
-    from llmft import models
     from llmft.data.datamodule import encode_rows, load_rows
 
     spec: EvalSpec = instantiate(cfg.evaluation)
@@ -133,20 +132,32 @@ def run(cfg: DictConfig) -> dict:
     precision, data_spec = instantiate(train_cfg.precision), instantiate(train_cfg.data)
     rows = load_rows(data_spec, "chat", train_cfg.seed)
 
-    handles = {"base": models.build(model_spec, models.FullSpec(), precision)}
-    if saved is not None:
-        handles["tuned"] = models.load_finished(saved, model_spec, peft_spec, precision)
-    renderer = ChatRenderer(handles["base"].tokenizer, data_spec.max_length)
+    tokenizer, contexts = models_to_score(model_spec, peft_spec, precision, saved)
+    renderer = ChatRenderer(tokenizer, data_spec.max_length)
     val_examples, _ = encode_rows(rows.val, renderer)
     evaluator = Evaluator(renderer, spec, val_examples, autocast_dtype(precision.trainer))
     reports, records = {}, {}
-    for name, handle in handles.items():
-        with handle.merged() as model:
+    for name, context in contexts.items():
+        with context() as model:
             reports[name], records[name] = evaluator(model, name)
     write_results(out_dir, reports, records)
     print(format_table(reports))
     log.info("wrote %s", out_dir / "eval.json")
     return reports
+
+
+def models_to_score(model_spec, peft_spec, precision, saved: Path | None) -> tuple[object, dict[str, Callable]]:
+    """(tokenizer, {name: context manager factory yielding the model}) for the base model and, for a
+    run, the fine-tuned one. A PEFT run is loaded once: its base is the same module with the adapter
+    disabled (on the same 4-bit base for QLoRA)."""
+    from llmft import models
+
+    tuned = models.load_finished(saved, model_spec, peft_spec, precision) if saved is not None else None
+    if tuned is not None and tuned.is_peft:
+        return tuned.tokenizer, {"base": tuned.initial, "tuned": tuned.merged}
+    base = models.build(model_spec, models.FullSpec(), precision)
+    scored = {"base": base.merged} if tuned is None else {"base": base.merged, "tuned": tuned.merged}
+    return base.tokenizer, scored
 
 
 def autocast_dtype(trainer_precision: str) -> torch.dtype | None:

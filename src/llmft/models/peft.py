@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from llmft.models.factory import DTYPES
+from llmft.models.factory import DTYPES, bf16_is_fast
 
 
 @dataclass
@@ -32,7 +32,7 @@ class LoraSpec:
     use_dora: bool = False
     quantize: str | None = None
     double_quant: bool = True
-    compute_dtype: str = "bfloat16"
+    compute_dtype: str = "auto"  # auto = bfloat16 where bf16 matmuls are fast (GPUs), else float32
     modules_to_save: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -40,6 +40,8 @@ class LoraSpec:
             raise ValueError(f"peft.r={self.r}: the LoRA rank must be a positive integer")
         if self.quantize not in (None, "nf4", "fp4"):
             raise ValueError(f"peft.quantize={self.quantize!r}: choose null, nf4 or fp4")
+        if self.compute_dtype == "auto":
+            self.compute_dtype = "bfloat16" if bf16_is_fast() else "float32"
         if self.compute_dtype not in DTYPES:
             raise ValueError(f"peft.compute_dtype={self.compute_dtype!r}: choose one of {sorted(DTYPES)}")
 
