@@ -68,3 +68,18 @@ def test_sft_trains_what_it_should_and_nothing_else(make_cfg, tmp_path, peft):
             assert set(side["exact_match"]) == {"overall", "tool_call", "arithmetic", "word_list", "multi_turn", "policy"}
             assert all(0.0 <= v <= 1.0 for v in side["exact_match"].values())
             assert side["perplexity"] > 1.0
+
+
+def test_sft_on_a_user_file_in_alpaca_format(make_cfg, tmp_path):
+    import hashlib
+
+    rows = [{"instruction": f"Repeat the number {i}.", "input": "", "output": str(i)} for i in range(12)]
+    data = tmp_path / "alpaca.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = make_cfg("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=2", "data=file",
+                   f"data.path={data}", "data.format=alpaca", "data.val_fraction=0.25", "data.batch_size=3")
+    result = run(cfg)
+    card = result["card"]
+    assert card["examples"] == {"train": 9, "val": 3}
+    assert card["data_files"] == {str(data): hashlib.sha256(data.read_bytes()).hexdigest()}
+    assert card["optimizer_steps"] == 2
