@@ -35,7 +35,7 @@ def timed(model, batches, forward, autocast: bool, repeats: int) -> tuple[float,
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 nll, n = sft_loss_sum(*forward(model, batch))
             (nll / n).backward()
-            loss_total += float(nll)
+            loss_total += float(nll.detach())
     model.zero_grad(set_to_none=True)
     return tokens / (time.perf_counter() - start), loss_total
 
