@@ -25,7 +25,7 @@ OWN_TRAINER_KEYS = ("accumulate_grad_batches", "gradient_clip_val")
 
 def route_lightning_logs() -> None:
     """Lightning adds its own console handler; send its records through Hydra's (console + log file) only."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
