@@ -50,3 +50,13 @@ def test_train_prints_the_before_after_table(tmp_path):
     out = cli("train.py", *TINY, "evaluation.limit=1", "evaluation.max_new_tokens=4",
               f"hydra.run.dir={tmp_path / 'run'}").stdout
     assert "exact match (%)" in out and "base" in out and "tuned" in out and "overall" in out
+
+
+def test_multirun_sweep_writes_one_run_folder_per_point(tmp_path):
+    cli("train.py", "-m", "model=tiny", "precision=fp32", "trainer.max_steps=1", "data.limit_train=8", "evaluate=false",
+        "optim.lr=1e-4,2e-4", f"paths.runs_dir={tmp_path}")
+    cards = sorted(tmp_path.glob("multirun/*/*/*/run_card.json"))
+    assert [c.parent.name for c in cards] == ["0_sft-lora", "1_sft-lora"]
+    lrs = [next(line for line in (c.parent / ".hydra" / "config.yaml").read_text().splitlines() if "  lr:" in line)
+           for c in cards]
+    assert lrs == ["  lr: 0.0001", "  lr: 0.0002"]
