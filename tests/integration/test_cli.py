@@ -60,3 +60,11 @@ def test_multirun_sweep_writes_one_run_folder_per_point(tmp_path):
     lrs = [next(line for line in (c.parent / ".hydra" / "config.yaml").read_text().splitlines() if "  lr:" in line)
            for c in cards]
     assert lrs == ["  lr: 0.0001", "  lr: 0.0002"]
+
+
+def test_eval_py_scores_a_bare_model(tmp_path):
+    out_dir = tmp_path / "eval"
+    cli("eval.py", "model=tiny", "precision=fp32", "evaluation.limit=1", "evaluation.max_new_tokens=4",
+        f"hydra.run.dir={out_dir}")
+    report = json.loads((out_dir / "eval.json").read_text())
+    assert set(report) == {"base"} and report["base"]["n_examples"] == 5

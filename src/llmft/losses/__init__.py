@@ -1,13 +1,14 @@
 """Pure tensor loss functions (torch only: no model, no config). API in DESIGN.md, "Loss API"."""
 
 from .kto import kto_loss
-from .logps import sequence_logps, token_logps
+from .logps import IGNORE_INDEX, sequence_logps, token_logps
 from .preference import dpo_loss, hinge_loss, ipo_loss, orpo_loss, simpo_loss
 from .reward import bradley_terry_loss
 from .rl import gae, group_advantages, kl_penalty, ppo_policy_loss, ppo_value_loss
 from .sft import sft_loss, sft_loss_sum
 
 __all__ = [
+    "IGNORE_INDEX",
     "token_logps",
     "sequence_logps",
     "sft_loss",

@@ -16,6 +16,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from llmft.losses import IGNORE_INDEX
 from llmft.models.handle import ModelHandle
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -81,7 +82,7 @@ class ObjectiveModule(L.LightningModule):
 
     def normaliser(self, batch: dict[str, torch.Tensor]) -> int:
         """How many units a micro-batch's summed loss covers; the default is supervised tokens."""
-        return int((batch["labels"][:, 1:] != -100).sum())
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
     def on_train_epoch_start(self) -> None:
         self._step_started = None  # the first step's clock starts when its window arrives

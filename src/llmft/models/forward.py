@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from llmft.losses import IGNORE_INDEX
 
 
 def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
