@@ -111,10 +111,18 @@ def write_results(out_dir: Path, reports: dict[str, dict], records: dict[str, li
 
 
 def run(cfg: DictConfig) -> dict:
-    """`python eval.py run_dir=...` (base vs tuned) or `python eval.py model=...` (one model)."""
+    """`python eval.py run_dir=...` (base vs tuned) or `python eval.py model=...` (one model).
+
+    Results go to this evaluation's own folder (`paths.output_dir`), never into `run_dir`: the
+    run's `eval.json` stays the one its run card describes.
+    """
+    from llmft import run_card
+    from llmft.console import quiet_console
     from llmft.data.datamodule import encode_rows, load_rows
 
+    quiet_console()
     spec: EvalSpec = instantiate(cfg.evaluation)
+    out_dir = Path(cfg.paths.output_dir)
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir)
         saved_cfg = run_dir / ".hydra" / "config.yaml"
@@ -125,14 +133,14 @@ def run(cfg: DictConfig) -> dict:
                       if (run_dir / "checkpoints" / d).is_dir()), None)
         if saved is None:
             raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints/adapter or checkpoints/model (did training finish?)")
-        out_dir = run_dir
     else:
-        train_cfg, saved, out_dir = cfg, None, Path(cfg.paths.output_dir)
+        train_cfg, saved = cfg, None
     model_spec, peft_spec = instantiate(train_cfg.model), instantiate(train_cfg.peft)
     precision, data_spec = instantiate(train_cfg.precision), instantiate(train_cfg.data)
     rows = load_rows(data_spec, "chat", train_cfg.seed)
 
-    tokenizer, contexts = models_to_score(model_spec, peft_spec, precision, saved)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer, contexts = models_to_score(model_spec, peft_spec, precision, saved, device)
     renderer = ChatRenderer(tokenizer, data_spec.max_length)
     val_examples, _ = encode_rows(rows.val, renderer)
     evaluator = Evaluator(renderer, spec, val_examples, autocast_dtype(precision.trainer))
@@ -141,23 +149,36 @@ def run(cfg: DictConfig) -> dict:
         with context() as model:
             reports[name], records[name] = evaluator(model, name)
     write_results(out_dir, reports, records)
+    write_json_atomic(out_dir / "eval_card.json", {
+        "command": run_card.command_line("eval.py"),
+        "run_dir": run_card.portable_path(cfg.run_dir) if cfg.run_dir else None,
+        "model": model_spec.name_or_path,
+        "evaluation": OmegaConf.to_container(cfg.evaluation),
+        "device": str(device),
+        "git": run_card.git_state(Path(__file__).resolve().parent),
+    })
     print(format_table(reports))
     log.info("wrote %s", out_dir / "eval.json")
     return reports
 
 
-def models_to_score(model_spec, peft_spec, precision, saved: Path | None) -> tuple[object, dict[str, Callable]]:
+def models_to_score(model_spec, peft_spec, precision, saved: Path | None,
+                    device: torch.device) -> tuple[object, dict[str, Callable]]:
     """(tokenizer, {name: context manager factory yielding the model}) for the base model and, for a
-    run, the fine-tuned one. A PEFT run is loaded once: its base is the same module with the adapter
-    disabled (on the same 4-bit base for QLoRA)."""
+    run, the fine-tuned one, placed on `device`. A PEFT run is loaded once: its base is the same
+    module with the adapter disabled (on the same 4-bit base for QLoRA)."""
     from llmft import models
 
     tuned = models.load_finished(saved, model_spec, peft_spec, precision) if saved is not None else None
     if tuned is not None and tuned.is_peft:
+        tuned.place(device)
         return tuned.tokenizer, {"base": tuned.initial, "tuned": tuned.merged}
     base = models.build(model_spec, models.FullSpec(), precision)
-    scored = {"base": base.merged} if tuned is None else {"base": base.merged, "tuned": tuned.merged}
-    return base.tokenizer, scored
+    base.place(device)
+    if tuned is None:
+        return base.tokenizer, {"base": base.merged}
+    tuned.place(device)
+    return base.tokenizer, {"base": base.merged, "tuned": tuned.merged}
 
 
 def autocast_dtype(trainer_precision: str) -> torch.dtype | None:

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from llmft import models, run_card
+from llmft.console import quiet_console
 from llmft.data.datamodule import SupervisedDataModule, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
 from llmft.evaluate import Evaluator, autocast_dtype, format_table, write_results
@@ -23,17 +22,18 @@ log = logging.getLogger(__name__)
 OWN_TRAINER_KEYS = ("accumulate_grad_batches", "gradient_clip_val")
 
 
-def route_lightning_logs() -> None:
-    """Lightning adds its own console handler; send its records through Hydra's (console + log file) only."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
+def trainer_kwargs(trainer_cfg: DictConfig) -> dict:
+    """L.Trainer's arguments from `conf/trainer`. `max_epochs: null` means one epoch, unless
+    `max_steps` is set: then the step count alone decides the run's length."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(trainer_cfg).items() if k not in OWN_TRAINER_KEYS}
+    if kwargs.get("max_epochs") is None:
+        kwargs["max_epochs"] = -1 if (kwargs.get("max_steps") or -1) > 0 else 1
+    return kwargs
 
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
-    route_lightning_logs()
+    quiet_console()
     out = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -42,6 +42,12 @@ def run(cfg: DictConfig) -> dict:
     precision, data_spec, eval_spec = instantiate(cfg.precision), instantiate(cfg.data), instantiate(cfg.evaluation)
     method_factory = instantiate(cfg.method)
     method_cls = method_factory.func
+    optimizer, scheduler = instantiate(cfg.optim), instantiate(cfg.schedule)
+    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
+    trainer = L.Trainer(**trainer_kwargs(cfg.trainer), precision=precision.trainer, logger=loggers,
+                        callbacks=callbacks, default_root_dir=str(out))
+    device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
     handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference)
     renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
@@ -55,18 +61,12 @@ def run(cfg: DictConfig) -> dict:
         if cfg.evaluate else None
     reports, records = {}, {}
     if evaluator is not None and eval_spec.base:
-        if torch.cuda.is_available() and peft_spec.quantize is None:
-            handle.model.to("cuda")
+        handle.place(device)
         with handle.initial() as base:
             reports["base"], records["base"] = evaluator(base, "base")
 
-    method = method_factory(handle=handle, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.schedule),
+    method = method_factory(handle=handle, optimizer=optimizer, scheduler=scheduler,
                             gradient_clip_val=cfg.trainer.gradient_clip_val)
-    trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k not in OWN_TRAINER_KEYS}
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
-    trainer = L.Trainer(**trainer_kwargs, precision=precision.trainer, logger=loggers, callbacks=callbacks,
-                        default_root_dir=str(out))
     fit_started = time.perf_counter()
     trainer.fit(method, datamodule=datamodule)
     fit_seconds = time.perf_counter() - fit_started
@@ -74,21 +74,24 @@ def run(cfg: DictConfig) -> dict:
     log.info("saved %s", saved)
 
     if evaluator is not None:
+        handle.place(device)  # Lightning's teardown moved the module to the CPU
         with handle.merged() as tuned:
             reports["tuned"], records["tuned"] = evaluator(tuned, "tuned")
         write_results(out, reports, records)
         print("\n" + format_table(reports) + "\n", flush=True)
 
     card = {
-        "command": " ".join(sys.argv),
+        "command": run_card.command_line("train.py"),
         "git": run_card.git_state(Path(__file__).resolve().parent),
         "seed": cfg.seed,
         "model": model_spec.name_or_path,
+        "base_model": handle.base.card(),
         "peft": peft_spec.name,
         "method": cfg.method._target_,
         "precision": precision.trainer,
+        "torch": run_card.torch_settings(),
         "chat_template_sha256": renderer.template_hash,
-        "data_files": {str(p): file_sha256(p) for p in rows.files},
+        "data_files": {run_card.portable_path(p): file_sha256(p) for p in rows.files},
         "examples": {"train": len(datamodule.train_examples), "val": len(datamodule.val_examples)},
         "dropped": {split: dict(c) for split, c in datamodule.dropped.items()},
         "parameters": {"trainable": trainable, "total": total},

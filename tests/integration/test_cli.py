@@ -23,19 +23,24 @@ def test_help_lists_the_groups():
     assert "peft: full, lora, qlora" in out
 
 
-def test_eval_py_scores_a_finished_run(tmp_path):
+def test_eval_py_scores_a_finished_run_into_its_own_folder(tmp_path):
     run_dir = tmp_path / "run"
-    cli("train.py", *TINY, "evaluate=false", f"hydra.run.dir={run_dir}")
+    cli("train.py", *TINY, "evaluation.limit=1", "evaluation.max_new_tokens=2", f"hydra.run.dir={run_dir}")
     assert (run_dir / "checkpoints" / "adapter" / "adapter_model.safetensors").is_file()
-    assert not (run_dir / "eval.json").exists()
+    run_results = {name: (run_dir / name).read_bytes() for name in ("eval.json", "eval_predictions.jsonl", "run_card.json")}
+    eval_dir = tmp_path / "eval"
     out = cli("eval.py", f"run_dir={run_dir}", "evaluation.limit=2", "evaluation.max_new_tokens=4",
-              f"hydra.run.dir={tmp_path / 'eval'}").stdout
-    report = json.loads((run_dir / "eval.json").read_text())
+              f"hydra.run.dir={eval_dir}").stdout
+    # regression: the re-evaluation used to overwrite the run's eval.json, so it disagreed with the run card
+    assert {name: (run_dir / name).read_bytes() for name in run_results} == run_results
+    report = json.loads((eval_dir / "eval.json").read_text())
     assert set(report) == {"base", "tuned"}
     assert report["tuned"]["n_examples"] == 10  # 2 per task x 5 tasks
     assert "overall" in out and "tuned" in out
-    predictions = (run_dir / "eval_predictions.jsonl").read_text().splitlines()
+    predictions = (eval_dir / "eval_predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 20
+    card = json.loads((eval_dir / "eval_card.json").read_text())
+    assert card["run_dir"] == str(run_dir) and card["command"].startswith("python eval.py run_dir=")
 
 
 def test_wandb_logger_writes_offline_files_and_csv(tmp_path):
@@ -60,6 +65,11 @@ def test_multirun_sweep_writes_one_run_folder_per_point(tmp_path):
     lrs = [next(line for line in (c.parent / ".hydra" / "config.yaml").read_text().splitlines() if "  lr:" in line)
            for c in cards]
     assert lrs == ["  lr: 0.0001", "  lr: 0.0002"]
+    # each card's command reproduces its own point of the sweep (it used to be the whole sweep line)
+    commands = [json.loads(c.read_text())["command"] for c in cards]
+    for command, lr in zip(commands, ("0.0001", "0.0002")):
+        assert command.startswith("python train.py ") and f"optim.lr={lr}" in command
+        assert "-m" not in command.split() and "1e-4,2e-4" not in command
 
 
 def test_eval_py_scores_a_bare_model(tmp_path):

@@ -84,3 +84,15 @@ def test_datamodule_logs_and_records_drop_counts(smollm2_tokenizer, caplog):
     assert dm.dropped["train"][TRUNCATED.format(max_length=64)] == 1
     assert "dropped 1 train rows" in caplog.text
     assert len(dm.train_examples) == 2
+
+
+def test_a_chat_opening_with_an_assistant_turn_supervises_only_the_assistant(smollm2_tokenizer):
+    """SmolLM2's template inserts a default system prompt before a first non-system turn; that
+    prompt and the role header used to be supervised as part of turn 0."""
+    renderer = ChatRenderer(smollm2_tokenizer, 512)
+    chat = [{"role": "assistant", "content": "Hello! Ask me anything."},
+            {"role": "user", "content": "What is 2 + 2?"},
+            {"role": "assistant", "content": "4"}]
+    encoded = renderer.encode(chat)
+    assert "SmolLM" in smollm2_tokenizer.decode(encoded.input_ids)  # the template's default system prompt
+    assert supervised_text(smollm2_tokenizer, encoded) == "Hello! Ask me anything.<|im_end|>4<|im_end|>"

@@ -28,7 +28,9 @@ def test_length_grouped_windows_cover_every_example_once_and_are_seeded():
     assert sorted(i for w in first for i in w) == list(range(101))
     assert len(first) == len(sampler) == 13
     assert first == LengthGroupedWindows(lengths, 8, seed=3, group_windows=4).windows(0)
-    assert list(sampler) != first  # the next epoch is reshuffled
+    assert list(sampler) == first  # iterating is pure: the epoch changes only through set_epoch
+    sampler.set_epoch(1)
+    assert list(sampler) != first and list(sampler) == sampler.windows(1)  # the next epoch is reshuffled
     # grouping by length: the padding inside windows is much smaller than with a plain shuffle
     def padded(windows):
         return sum(max(lengths[i] for i in w) * len(w) for w in windows)

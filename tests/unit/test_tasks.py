@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import inspect
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from llmft.data.tasks import (
     VIEWS,
     assistant_text,
     bundled_path,
+    dedup_key,
     load_bundled,
     prompt_key,
     verify,
@@ -127,6 +129,47 @@ def test_splits_are_disjoint_by_prompt_key(chat):
     assert not set(keys["test"]) & set(keys["val"])
 
 
+def _pairs_by_task(rows: list[dict]) -> dict[str, set[tuple[str, str]]]:
+    """(conversation without the tools, answer) of every row, per task; computed here from the
+    messages rather than through dedup_key, so the check does not trust the implementation."""
+    out: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
+    for r in rows:
+        out[r["task"]].add((json.dumps(r["messages"][:-1], sort_keys=True), r["answer"]))
+    return out
+
+
+def test_no_conversation_answer_pair_of_test_or_val_is_in_train(chat):
+    # Regression: splits were deduplicated by prompt_key, which includes the tools, so 4 of the
+    # 40 tool_call test rows repeated a train row's request and answer with other distractors.
+    pairs = {s: _pairs_by_task(chat[s]) for s in SPLITS}
+    for task in TASK_NAMES:
+        for held_out in ("val", "test"):
+            leaked = pairs[held_out][task] & pairs["train"][task]
+            assert not leaked, f"{len(leaked)} {task} {held_out} rows repeat a train row"
+        assert not pairs["test"][task] & pairs["val"][task], f"{task}: test rows repeat val rows"
+        for split in SPLITS:  # and no row repeats another inside a split
+            assert len(pairs[split][task]) == tasks.SPLIT_SIZES[split], f"{task}/{split}"
+
+
+def test_dedup_key_ignores_tools_but_not_conversation_or_answer(chat, all_views):
+    row = next(r for r in chat["test"] if r["task"] == "tool_call")
+    other_tools = json.loads(json.dumps(row))
+    other_tools["tools"] = list(reversed(row["tools"]))[:-1] + [tasks.TOOLS["set_timer"]]
+    assert dedup_key(other_tools) == dedup_key(row)
+    assert prompt_key(other_tools) != prompt_key(row)
+    other_answer = dict(row, answer=row["answer"].replace('"name"', '"name" ', 1))
+    assert dedup_key(other_answer) != dedup_key(row)
+    other_request = json.loads(json.dumps(row))
+    other_request["messages"][-2]["content"] += " Thanks."
+    assert dedup_key(other_request) != dedup_key(row)
+    i = chat["test"].index(row)
+    for view in ("prompt", "preference"):
+        assert dedup_key(all_views["test"][view][i]) == dedup_key(row)
+    assert "dedup_key" in tasks.__doc__
+    keys = [dedup_key(r) for s in SPLITS for r in chat[s]]
+    assert len(set(keys)) == len(keys)
+
+
 def test_prompt_key_ignores_the_final_answer_and_matches_prompt_view(chat, all_views):
     row = chat["test"][0]
     other = json.loads(json.dumps(row))
@@ -182,6 +225,54 @@ def test_policy_splits_have_both_kinds(chat):
             assert system["role"] == "system" and REFUSAL in system["content"]
             if not r["refusal"]:
                 assert r["answer"] in system["content"]
+
+
+def _policy_requests(rows: list[dict]) -> set[str]:
+    return {r["messages"][-2]["content"] for r in rows if r["task"] == "policy"}
+
+
+def test_policy_requests_of_test_and_val_are_unseen_in_train(chat):
+    # Regression: all splits drew from the same few phrasings per item, so the refusal decision
+    # could be learnt by string matching the request.
+    train = _policy_requests(chat["train"])
+    for held_out in ("val", "test"):
+        seen = _policy_requests(chat[held_out]) & train
+        assert not seen, f"{held_out} policy requests seen in train: {sorted(seen)}"
+    assert not _policy_requests(chat["test"]) & _policy_requests(chat["val"])
+    for split in SPLITS:
+        pol = [r for r in chat[split] if r["task"] == "policy"]
+        assert {r["refusal"] for r in pol} == {True, False}, split
+
+
+def test_policy_phrasing_pools_are_split_disjoint_and_keep_look_alikes(chat):
+    pools = tasks._POLICY_REQUESTS
+    assert set(pools) == set(tasks._POLICY_ALLOWED) | set(tasks._POLICY_FORBIDDEN)
+    for item, per_split in pools.items():
+        assert {s: len(per_split[s]) for s in SPLITS} == {"train": 4, "val": 2, "test": 3}, item
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        texts_a = {q.casefold() for d in pools.values() for q in d[a]}
+        texts_b = {q.casefold() for d in pools.values() for q in d[b]}
+        assert not texts_a & texts_b, (a, b)
+    item_of = {q: item for item, d in pools.items() for s in SPLITS for q in d[s]}
+    assert len(item_of) == sum(len(d[s]) for d in pools.values() for s in SPLITS)
+    for split in SPLITS:
+        # an allowed password request and a confidential one are offered in every split
+        assert all("password" in q.lower() for q in pools["wifi"][split])
+        assert all("password" in q.lower() for q in pools["admin"][split])
+        for r in chat[split]:
+            if r["task"] == "policy":
+                q = r["messages"][-2]["content"]
+                assert q in pools[item_of[q]][split]
+                assert r["refusal"] == (item_of[q] in tasks._POLICY_FORBIDDEN)
+    train_items = {item_of[q] for q in _policy_requests(chat["train"])}
+    test_items = {item_of[q] for q in _policy_requests(chat["test"])}
+    assert train_items == test_items == set(pools)
+
+
+def test_generators_share_one_signature():
+    for task, gen in tasks._GENERATORS.items():
+        params = list(inspect.signature(gen).parameters)
+        assert len(params) == 2 and params[1] == "split", (task, params)
 
 
 def test_policy_facts_vary(chat):
@@ -335,3 +426,44 @@ def test_policy_verifier_refusal(pred, ok):
 ])
 def test_policy_verifier_fact(pred, ok):
     assert verify("policy", pred, "maple42") is ok
+
+
+# --- case rules: decided per task (tasks.CASE_RULES) ------------------------------------------
+
+
+def test_case_rules_cover_every_task():
+    assert set(tasks.CASE_RULES) == set(TASK_NAMES)
+    for task in TASK_NAMES:
+        assert f"``{task}``" in tasks.__doc__
+
+
+@pytest.mark.parametrize("task,pred,answer,ok", [
+    # tool_call: arguments are data, compared exactly
+    ("tool_call", '{"name": "get_weather", "arguments": {"city": "paris", "unit": "celsius"}}',
+     '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}', False),
+    ("tool_call", '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "Celsius"}}',
+     '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}', False),
+    ("tool_call", '{"name": "Get_Weather", "arguments": {"city": "Paris", "unit": "celsius"}}',
+     '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}', False),
+    ("tool_call", '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}',
+     '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}', True),
+    # arithmetic: a number
+    ("arithmetic", "85", "85", True),
+    # word_list: common lowercase words, folded
+    ("word_list", "STONE, River, apple", "stone, river, apple", True),
+    # multi_turn: a recalled value, folded
+    ("multi_turn", "Mango", "mango", True),
+    ("multi_turn", "mango.", "Mango", True),
+    ("multi_turn", "TEAL", "teal", True),
+    ("multi_turn", "luna", "Luna", True),
+    ("multi_turn", "12a", "12A", True),
+    ("multi_turn", "12B", "12A", False),
+    # policy: the refusal folds case and curly apostrophes, a fact value does not fold
+    ("policy", "Maple42", "maple42", False),
+    ("policy", "MAPLE42", "maple42", False),
+    ("policy", "maple42", "maple42", True),
+    ("policy", "555-123-4567", "555-123-4567", True),
+    ("policy", "I\u2019M SORRY, BUT I CAN\u2019T SHARE THAT.", REFUSAL, True),
+])
+def test_verifier_case_rules(task, pred, answer, ok):
+    assert verify(task, pred, answer) is ok

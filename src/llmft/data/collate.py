@@ -1,7 +1,10 @@
 """Batching: right-padded micro-batches, grouped into optimizer-step windows."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
+from torch.utils.data import Dataset, Sampler
 
 from llmft.data.templates import IGNORE_INDEX
 
@@ -20,13 +23,18 @@ def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-class LengthGroupedWindows:
+class LengthGroupedWindows(Sampler[list[int]]):
     """Yields the example indices of one optimizer-step window at a time, with little padding.
 
     Each epoch: a seeded shuffle, then chunks of `group_windows` windows are sorted by length and
     cut into windows, and the windows are shuffled again (HF's `group_by_length`, per window).
-    Examples of similar length share micro-batches, so padding costs little compute. The order is
-    a pure function of (seed, epoch).
+    Examples of similar length share micro-batches, so padding costs little compute.
+
+    The order is a pure function of (seed, epoch): iterating never changes the epoch, `set_epoch`
+    does. Lightning calls `set_epoch` on a DataLoader's `sampler` (not on a `batch_sampler`) before
+    every epoch, so the training loader uses this class as its *sampler* over `WindowDataset`
+    (each index it yields is a whole window), and a resumed run that sets the epoch gets the same
+    windows again.
     """
 
     def __init__(self, lengths: list[int], window_size: int, seed: int, group_windows: int = 16):
@@ -50,12 +58,24 @@ class LengthGroupedWindows:
         shuffled = torch.randperm(len(windows), generator=generator).tolist()
         return [windows[i] for i in shuffled]
 
-    def __iter__(self):
-        yield from self.windows(self.epoch)
-        self.epoch += 1
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.windows(self.epoch))
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.window_size)
+
+
+class WindowDataset(Dataset):
+    """Examples indexed by a whole window (a list of indices), for a loader sampled by windows."""
+
+    def __init__(self, examples: list[dict]):
+        self.examples = examples
+
+    def __getitem__(self, window: list[int]) -> list[dict]:
+        return [self.examples[i] for i in window]
+
+    def __len__(self) -> int:
+        return len(self.examples)
 
 
 class WindowCollator:

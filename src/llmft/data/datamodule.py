@@ -13,7 +13,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from llmft.data import formats, tasks
-from llmft.data.collate import LengthGroupedWindows, WindowCollator, pad_batch
+from llmft.data.collate import LengthGroupedWindows, WindowCollator, WindowDataset, pad_batch
 from llmft.data.templates import ChatRenderer
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,11 @@ class SupervisedDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         windows = LengthGroupedWindows([len(e["input_ids"]) for e in self.train_examples],
                                        self.batch_size * self.accumulate_grad_batches, self.seed)
+        # batch_size=None: each sampled index is a whole window, which Lightning re-seeds per epoch
         return DataLoader(
-            self.train_examples,
-            batch_sampler=windows,
+            WindowDataset(self.train_examples),
+            sampler=windows,
+            batch_size=None,
             collate_fn=WindowCollator(self.batch_size, self.pad_token_id),
             num_workers=self.num_workers,
         )

@@ -1,9 +1,8 @@
 """Chat rendering: text for the model, token ids, and assistant-only labels.
 
-Assistant spans are found by rendering prefixes: for an assistant turn i, the text that
-`apply_chat_template(messages[:i], add_generation_prompt=True)` produces is a prefix of the full
-render, and the turn's span runs from there to the end of `apply_chat_template(messages[:i+1])`,
-less trailing whitespace. The span therefore holds the answer and the template's end-of-turn token
+Assistant spans are found by rendering prefixes: for an assistant turn i, the chat through turn i
+is rendered once as is and once with a marker in place of the turn's content; the span runs from
+where the marker sits to the end of `apply_chat_template(messages[:i+1])`, less trailing whitespace. The span therefore holds the answer and the template's end-of-turn token
 (`<|im_end|>` in ChatML), which is what teaches the model to stop. Every assistant turn of a
 multi-turn chat is supervised; everything else (system, user, the `<|im_start|>assistant` header) is -100.
 
@@ -19,6 +18,8 @@ import json
 from dataclasses import dataclass
 
 IGNORE_INDEX = -100
+# Stands in for an assistant turn's content to find where the template puts that content.
+CONTENT_MARKER = "\u2063llmft-assistant-content\u2063"
 TOOL_RENDERING_VERSION = "signatures-v1"  # part of the template hash: change it when the rendering changes
 
 
@@ -98,20 +99,27 @@ class ChatRenderer:
         return self.render(to_template_messages(msgs, tools), add_generation_prompt=True)
 
     def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        """The full render and the character spans of every assistant turn."""
+        """The full render and the character spans of every assistant turn.
+
+        A turn's span starts where its content starts and ends after the template's end-of-turn
+        token. The start is found by rendering the chat through that turn with a marker in place
+        of its content: whatever the template puts before the content (a default system prompt
+        when the chat opens with an assistant turn, the role header) is left unsupervised.
+        """
         full = self.render(messages)
         spans = []
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            before = self.render(messages[:i], add_generation_prompt=True) if i else ""
             through = self.render(messages[: i + 1])
-            if not (full.startswith(through) and through.startswith(before)):
+            marked = self.render(messages[:i] + [{**message, "content": CONTENT_MARKER}])
+            start = marked.find(CONTENT_MARKER)
+            if start < 0 or not (full.startswith(through) and through.startswith(marked[:start])):
                 raise ValueError(
                     "the chat template is not prefix-stable (rendering a chat's first turns is not a prefix "
                     "of rendering the whole chat), so assistant-only labels cannot be derived from it"
                 )
-            spans.append((len(before), len(through.rstrip())))
+            spans.append((start, len(through.rstrip())))
         return full, spans
 
     def encode(self, messages: list[dict], tools: list[dict] | None = None) -> Encoded:

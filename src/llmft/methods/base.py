@@ -5,6 +5,14 @@ Each training batch is a *window*: the micro-batches of one optimizer step (see
 and the count it is normalised by (supervised tokens for SFT, pairs for DPO); the window's loss is
 sum(loss_sum) / sum(count), so the gradient does not depend on how the window is split into
 micro-batches. Gradients are accumulated by hand (manual optimisation), then clipped and stepped.
+
+Train mode is set at every step: gradient checkpointing (transformers checkpoints only
+`if self.training`) and dropout depend on it, and nothing else puts a loaded model in train mode.
+Whether dropout is active is a deliberate choice (`disable_dropout`), never an accident of mode.
+
+Clipping happens in `on_before_optimizer_step`, which Lightning calls after the mixed-precision
+scaler has unscaled the gradients (clipping inside `training_step` would clip the *scaled*
+gradients under fp16 and limit the true norm to clip / loss_scale).
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ class ObjectiveModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = 1.0,
+        disable_dropout: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -44,7 +53,11 @@ class ObjectiveModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
+        self.disable_dropout = disable_dropout
+        if disable_dropout:
+            handle.disable_dropout()
         self._step_started: float | None = None
+        self._grad_norm: torch.Tensor | None = None
         self._val_sums: list[torch.Tensor] = []
 
     # -- what a subclass provides -----------------------------------------------------------
@@ -53,8 +66,12 @@ class ObjectiveModule(L.LightningModule):
         raise NotImplementedError
 
     # -- training ----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.model.train()  # before Lightning's start-of-training check; training_step keeps it so
+
     def training_step(self, window: list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         started = self._step_started or time.perf_counter()
+        self.model.train()  # checkpointing and dropout (unless disabled) depend on it; see the module doc
         optimizer = self.optimizers()
         total = sum(self.normaliser(micro) for micro in window)
         if total == 0:
@@ -65,9 +82,8 @@ class ObjectiveModule(L.LightningModule):
             scaled = loss / total
             self.manual_backward(scaled)
             loss_total += scaled.detach()
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
-        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it below)
+        optimizer.step()  # unscale (fp16) -> on_before_optimizer_step (clipping) -> step
         optimizer.zero_grad(set_to_none=True)
         scheduler = self.lr_schedulers()
         if scheduler is not None:
@@ -76,9 +92,17 @@ class ObjectiveModule(L.LightningModule):
         tokens = sum(int(micro["attention_mask"].sum()) for micro in window)
         self.log("train/loss", loss_total, prog_bar=True, on_step=True, on_epoch=False)
         self.log("perf/tokens_per_s", tokens / max(now - started, 1e-9), on_step=True, on_epoch=False)
-        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+        self.log("train/lr", lr, on_step=True, on_epoch=False)
+        if self._grad_norm is not None:
+            self.log("train/grad_norm", self._grad_norm, on_step=True, on_epoch=False)
         self._step_started = time.perf_counter()
         return loss_total
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Clip the (already unscaled) gradients; remember their pre-clip norm for the log."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        max_norm = self.gradient_clip_val if self.gradient_clip_val else float("inf")
+        self._grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach() if params else None
 
     def normaliser(self, batch: dict[str, torch.Tensor]) -> int:
         """How many units a micro-batch's summed loss covers; the default is supervised tokens."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer
+from llmft.models import provenance
+from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer, local_folder
 from llmft.models.handle import ModelHandle
 from llmft.models.peft import FullSpec, LoraSpec, PeftSpec, load_adapter, quantization_config, wrap
 
@@ -26,16 +27,22 @@ def build(model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec, with_refer
     tokenizer = load_tokenizer(model)
     base = load_model(model, tokenizer, precision.dtype, quantization_config(peft))
     wrapped = wrap(base, peft, gradient_checkpointing=model.gradient_checkpointing)
-    return ModelHandle(wrapped, tokenizer, with_reference=with_reference)
+    return ModelHandle(wrapped, tokenizer, describe_base(model), with_reference=with_reference)
+
+
+def describe_base(model: ModelSpec) -> provenance.BaseModel:
+    return provenance.describe(model.name_or_path, local_folder(model))
 
 
 def load_finished(saved: str | Path, model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec) -> ModelHandle:
     """Rebuild a fine-tuned model from the folder `ModelHandle.save` wrote (`.../adapter` or `.../model`)."""
     saved = Path(saved)
+    base_info = describe_base(model)
+    provenance.check_base(saved, base_info)  # warns when this machine's base has other weights
     if saved.name == "model":
         spec = ModelSpec(**{**model.__dict__, "name_or_path": str(saved)})
         tokenizer = load_tokenizer(spec)
-        return ModelHandle(load_model(spec, tokenizer, precision.dtype), tokenizer)
+        return ModelHandle(load_model(spec, tokenizer, precision.dtype), tokenizer, base_info)
     tokenizer = load_tokenizer(model)
     base = load_model(model, tokenizer, precision.dtype, quantization_config(peft))
-    return ModelHandle(load_adapter(base, str(saved)), tokenizer)
+    return ModelHandle(load_adapter(base, str(saved)), tokenizer, base_info)

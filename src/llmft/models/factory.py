@@ -52,7 +52,8 @@ def bf16_is_fast() -> bool:
     """bf16 matmuls beat fp32 on CUDA GPUs with bf16 support and on CPUs with bf16 matrix units
     (AVX512-BF16 or AMX); on other CPUs (AVX2 only) bf16 autocast is several times *slower*."""
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        # including_emulation=False: T4 / V100 "support" bf16 only by emulation, far slower than fp16
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -70,6 +71,20 @@ def local_source(spec: ModelSpec) -> str:
             "(give an existing local model folder, a Hub id, or llmft:smollm2-135m-instruct / llmft:tiny)"
         )
     return str(Path(source).expanduser()) if looks_local else source
+
+
+def local_folder(spec: ModelSpec) -> str | None:
+    """The local folder the weights load from: the resolved path, or a Hub id's cached snapshot
+    (None when the Hub id is not in the local cache)."""
+    source = local_source(spec)
+    if Path(source).is_dir():
+        return source
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(source, revision=spec.revision, local_files_only=True)
+    except Exception:  # not cached, or not a valid repo id: the hash is then unknown, never an error
+        return None
 
 
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
@@ -108,6 +123,14 @@ def _ensure_safe_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
     tokenizer.add_special_tokens({"pad_token": "<|pad|>"})  # the model's embeddings are resized on load
 
 
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Non-reentrant activation checkpointing, under transformers' current name where it has one."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def load_model(
     spec: ModelSpec,
     tokenizer: PreTrainedTokenizerBase,
@@ -135,7 +158,7 @@ def load_model(
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         model.config.use_cache = False
     log.info("loaded %s (%s, %.1fM parameters)", spec.name_or_path, dtype, model.num_parameters() / 1e6)
     return model

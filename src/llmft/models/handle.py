@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from llmft.models import peft as peft_wrap
+from llmft.models.provenance import BaseModel, readme
 
 
 class ModelHandle:
@@ -20,12 +22,32 @@ class ModelHandle:
     build time (only when asked for, since it doubles the memory).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, with_reference: bool = False):
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, base: BaseModel,
+                 with_reference: bool = False):
         self.model = model
         self.tokenizer = tokenizer
+        self.base = base
         self._frozen_copy: torch.nn.Module | None = None
         if with_reference and not self.is_peft:
             self._frozen_copy = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def place(self, device: torch.device | str) -> None:
+        """Move the policy (and a frozen reference copy) to `device`: the device training ran on,
+        before evaluation, since Lightning's teardown leaves the module on the CPU."""
+        for module in (self.model, self._frozen_copy):
+            if module is not None and next(module.parameters()).device != torch.device(device):
+                module.to(device)
+
+    def disable_dropout(self) -> int:
+        """Set every dropout probability of the policy to 0 (nn.Dropout modules, LoRA dropout and
+        attention dropout), so train mode is deterministic. Returns how many were non-zero."""
+        changed = 0
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Dropout) and module.p > 0:
+                module.p, changed = 0.0, changed + 1
+            if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout > 0:
+                module.attention_dropout, changed = 0.0, changed + 1
+        return changed
 
     @property
     def is_peft(self) -> bool:
@@ -89,11 +111,19 @@ class ModelHandle:
         return sum(p.numel() for p in self.trainable_parameters().values()), total
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write the adapter (PEFT) or the whole model (full) as safetensors, with the tokenizer.
+        """Write the adapter (PEFT) or the whole model (full) as safetensors, with the tokenizer and a
+        README naming the base portably (see `models.provenance`): no path of this machine is saved.
 
         Returns the folder: `<out_dir>/adapter` or `<out_dir>/model`.
         """
-        target = Path(out_dir) / ("adapter" if self.is_peft else "model")
+        kind = "adapter" if self.is_peft else "model"
+        target = Path(out_dir) / kind
         self.model.save_pretrained(target, safe_serialization=True)
         self.tokenizer.save_pretrained(target)
+        if self.is_peft:  # peft needs the local base while saving (it checks the vocabulary), so rename after
+            config_file = target / "adapter_config.json"
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config["base_model_name_or_path"] = self.base.id
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (target / "README.md").write_text(readme(self.base, kind), encoding="utf-8")
         return target

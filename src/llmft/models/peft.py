@@ -70,7 +70,8 @@ def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = 
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if spec.quantize is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
