@@ -84,7 +84,7 @@ def readme(base: BaseModel, kind: str) -> str:
     )
     body = [
         f"# {'LoRA adapter' if kind == 'adapter' else 'Fine-tuned model'} trained with llmft", "",
-        f"- Base: `{base.id}`" + (f" ({base.variant})" if base.variant else ""),
+        f"- Base: `{base.id}`" + (f"; weights: {base.variant}" if base.variant else ""),
         f"- Base weights SHA-256: `{base.weights_sha256 or 'unknown'}` (llmft warns when a base with other weights is loaded)",
         "",
     ]
