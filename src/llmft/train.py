@@ -6,12 +6,13 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from llmft import models, run_card
 from llmft.console import quiet_console
-from llmft.data.datamodule import SupervisedDataModule, file_sha256, load_rows
+from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
 from llmft.evaluate import Evaluator, autocast_dtype, format_table, write_results
 from llmft.utils import write_json_atomic
@@ -31,6 +32,25 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict:
     return kwargs
 
 
+def check_factories(optimizer, scheduler) -> None:
+    """Build the optimizer and schedule once on a dummy parameter: a bad `optim.*` or `schedule.*`
+    value fails now, not after the model has loaded and the base has been evaluated."""
+    try:
+        dummy = optimizer([{"params": [torch.nn.Parameter(torch.zeros(1))]}])
+        if scheduler is not None:
+            scheduler(dummy, 10)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"optim / schedule config: {err}") from err
+
+
+def chat_val_examples(datamodule: ViewDataModule, data_spec, renderer: ChatRenderer, seed: int) -> list[dict]:
+    """Validation chats for perplexity: the datamodule's own under SFT, else the same rows as chats
+    (a preference pair's chosen side)."""
+    if datamodule.view == "chat":
+        return datamodule.val_examples
+    return encode_rows(load_rows(data_spec, "chat", seed).val, renderer)[0]
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     quiet_console()
@@ -43,6 +63,7 @@ def run(cfg: DictConfig) -> dict:
     method_factory = instantiate(cfg.method)
     method_cls = method_factory.func
     optimizer, scheduler = instantiate(cfg.optim), instantiate(cfg.schedule)
+    check_factories(optimizer, scheduler)
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     trainer = L.Trainer(**trainer_kwargs(cfg.trainer), precision=precision.trainer, logger=loggers,
@@ -51,14 +72,16 @@ def run(cfg: DictConfig) -> dict:
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
     handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference)
     renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
-    datamodule = SupervisedDataModule(rows, renderer, data_spec.batch_size, cfg.trainer.accumulate_grad_batches,
-                                      cfg.seed, data_spec.num_workers)
+    datamodule = ViewDataModule(rows, renderer, data_spec.batch_size, cfg.trainer.accumulate_grad_batches,
+                                cfg.seed, data_spec.num_workers, view=method_cls.view)
     datamodule.setup("fit")
+    if trainer.fit_loop.max_epochs == -1:  # max_steps decides: as many epochs as it needs (and a finite progress bar)
+        trainer.fit_loop.max_epochs = -(-trainer.max_steps // datamodule.windows_per_epoch)
     trainable, total = handle.parameter_counts()
     log.info("parameters: %.2fM trainable of %.1fM (%.2f%%)", trainable / 1e6, total / 1e6, 100 * trainable / total)
 
-    evaluator = Evaluator(renderer, eval_spec, datamodule.val_examples, autocast_dtype(precision.trainer)) \
-        if cfg.evaluate else None
+    evaluator = Evaluator(renderer, eval_spec, chat_val_examples(datamodule, data_spec, renderer, cfg.seed),
+                          autocast_dtype(precision.trainer)) if cfg.evaluate else None
     reports, records = {}, {}
     if evaluator is not None and eval_spec.base:
         handle.place(device)

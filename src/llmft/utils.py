@@ -1,4 +1,4 @@
-"""Small helpers shared by the orchestration modules."""
+"""Small helpers shared by the orchestration modules (standard library only)."""
 from __future__ import annotations
 
 import json
@@ -8,19 +8,32 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file.
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`: readers never
+    see half a file, and a failed write leaves `path` as it was and no temporary file behind.
 
-    The file gets the ordinary mode (0666 less the umask, like any `open`), not mkstemp's 0600.
+    The temporary file (`.{name}.{pid}.{random}.tmp`) is opened with mode "xb", so it gets the
+    ordinary mode (0666 less the umask, like any `open`), not mkstemp's 0600, and an existing
+    file is never clobbered (then it is not ours to remove either).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    handle = open(tmp, "xb")
     try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
+        with handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON (indented, UTF-8, newline-terminated) atomically with `write_bytes_atomic`:
+    readers never see half a file.
+
+    The file gets the ordinary mode (0666 less the umask, like any `open`), not mkstemp's 0600.
+    """
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))

@@ -1,7 +1,8 @@
 """Assistant-only label masks on the real SmolLM2 tokenizer and chat template."""
 from __future__ import annotations
 
-from llmft.data.datamodule import TRUNCATED, Rows, SupervisedDataModule, encode_rows
+from llmft.data.datamodule import Rows, ViewDataModule, encode_rows
+from llmft.data.encoders import TRUNCATED
 from llmft.data.templates import IGNORE_INDEX, ChatRenderer
 from llmft.models.factory import end_of_turn_ids
 
@@ -77,7 +78,7 @@ def test_datamodule_logs_and_records_drop_counts(smollm2_tokenizer, caplog):
     long_row = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
     ok_row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     rows = Rows(train=[long_row, ok_row, ok_row], val=[ok_row], files=[], dropped={})
-    dm = SupervisedDataModule(rows, ChatRenderer(smollm2_tokenizer, 64), batch_size=2, accumulate_grad_batches=1,
+    dm = ViewDataModule(rows, ChatRenderer(smollm2_tokenizer, 64), batch_size=2, accumulate_grad_batches=1,
                               seed=0)
     with caplog.at_level("WARNING"):
         dm.setup("fit")

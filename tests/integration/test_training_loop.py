@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from llmft import models
-from llmft.data.datamodule import DataSpec, SupervisedDataModule, load_rows
+from llmft.data.datamodule import DataSpec, ViewDataModule, load_rows
 from llmft.data.templates import ChatRenderer
 from llmft.methods.schedules import warmup_cosine
 from llmft.methods.sft import SFT
@@ -68,7 +68,7 @@ def update_norm(precision_plugin) -> float:
     spec = models.PrecisionSpec(trainer="32-true")
     handle = models.build(models.ModelSpec("llmft:tiny"), models.FullSpec(), spec)
     data = DataSpec(batch_size=4, limit_train=4)
-    datamodule = SupervisedDataModule(load_rows(data, "chat", 0), ChatRenderer(handle.tokenizer, 256), 4, 1, 0)
+    datamodule = ViewDataModule(load_rows(data, "chat", 0), ChatRenderer(handle.tokenizer, 256), 4, 1, 0)
     before = [p.detach().clone() for p in handle.model.parameters()]
     method = SFT(handle, optimizer=lambda groups: torch.optim.SGD(groups, lr=1.0), gradient_clip_val=1.0)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -9,18 +9,34 @@ from torch.utils.data import Dataset, Sampler
 from llmft.data.templates import IGNORE_INDEX
 
 
-def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad `input_ids`/`labels` lists to the longest example; labels are padded with -100."""
-    width = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example["input_ids"])
-        input_ids[row, :n] = torch.tensor(example["input_ids"])
-        labels[row, :n] = torch.tensor(example["labels"])
-        attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+def pad_batch(examples: list[dict], pad_token_id: int) -> dict:
+    """Right-pad every group of token lists of the examples to its longest member.
+
+    `<prefix>input_ids` are padded with the pad token and get a `<prefix>attention_mask`;
+    `<prefix>labels` are padded with -100 (see `data.encoders` for the prefixes of each view).
+    Scalar fields become a tensor; `meta` is passed through as a list of dicts.
+    """
+    batch: dict = {}
+    for key in examples[0]:
+        values = [example[key] for example in examples]
+        if key == "meta":
+            batch[key] = values
+        elif isinstance(values[0], list):
+            fill = IGNORE_INDEX if key.endswith("labels") else pad_token_id
+            batch[key] = _pad([torch.tensor(v, dtype=torch.long) for v in values], fill)
+            if key.endswith("input_ids"):
+                mask = [torch.ones(len(v), dtype=torch.long) for v in values]
+                batch[key.removesuffix("input_ids") + "attention_mask"] = _pad(mask, 0)
+        else:
+            batch[key] = torch.tensor(values)
+    return batch
+
+
+def _pad(rows: list[torch.Tensor], fill: int) -> torch.Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 class LengthGroupedWindows(Sampler[list[int]]):

@@ -14,11 +14,14 @@ from torch.utils.data import DataLoader
 
 from llmft.data import formats, tasks
 from llmft.data.collate import LengthGroupedWindows, WindowCollator, WindowDataset, pad_batch
+from llmft.data.encoders import ENCODERS, example_length
 from llmft.data.templates import ChatRenderer
 
 log = logging.getLogger(__name__)
 
-TRUNCATED = "every supervised token truncated away (data.max_length={max_length})"
+
+# The bundled suite's file for each view a method can ask for.
+BUNDLED_VIEWS = {"chat": "chat", "pair": "preference", "unpaired": "unpaired", "prompt": "prompt"}
 
 
 @dataclass
@@ -56,8 +59,9 @@ class Rows:
 
 def load_rows(spec: DataSpec, view: str, seed: int) -> Rows:
     if spec.source == "tasks":
-        files = [tasks.bundled_path(view, s) for s in ("train", "val")]
-        train, val = (tasks.load_bundled(view, s) for s in ("train", "val"))
+        bundled = BUNDLED_VIEWS[view]
+        files = [tasks.bundled_path(bundled, s) for s in ("train", "val")]
+        train, val = (tasks.load_bundled(bundled, s) for s in ("train", "val"))
         dropped: Counter = Counter()
     else:
         train, dropped = formats.convert(formats.read_rows(spec.path), spec.format, view, spec.path)
@@ -79,20 +83,22 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def encode_rows(rows: list[dict], renderer: ChatRenderer) -> tuple[list[dict], Counter]:
-    """Token ids + assistant-only labels; rows with nothing left to supervise are dropped and counted."""
+def encode_rows(rows: list[dict], renderer: ChatRenderer, view: str = "chat") -> tuple[list[dict], Counter]:
+    """Examples of `view` (see `data.encoders`); rows an encoder refuses are dropped and counted by reason."""
+    encode = ENCODERS[view]
     examples, dropped = [], Counter()
     for row in rows:
-        encoded = renderer.encode(row["messages"], row.get("tools"))
-        if encoded.num_supervised == 0:
-            dropped[TRUNCATED.format(max_length=renderer.max_length)] += 1
-            continue
-        examples.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
+        example = encode(row, renderer)
+        if isinstance(example, str):
+            dropped[example] += 1
+        else:
+            examples.append(example)
     return examples, dropped
 
 
-class SupervisedDataModule(L.LightningDataModule):
-    """Chat rows -> windows of micro-batches (one window per optimizer step) and validation batches."""
+class ViewDataModule(L.LightningDataModule):
+    """Rows of one view -> examples -> windows of micro-batches (one window per optimizer step) and
+    validation batches. Any view: the collator pads every prefixed group of token lists."""
 
     def __init__(
         self,
@@ -102,8 +108,12 @@ class SupervisedDataModule(L.LightningDataModule):
         accumulate_grad_batches: int,
         seed: int,
         num_workers: int = 0,
+        view: str = "chat",
     ):
         super().__init__()
+        if view not in ENCODERS:
+            raise ValueError(f"view {view!r}: choose one of {sorted(ENCODERS)}")
+        self.view = view
         if accumulate_grad_batches < 1:
             raise ValueError(f"trainer.accumulate_grad_batches={accumulate_grad_batches}: must be at least 1")
         self.rows = rows
@@ -119,8 +129,8 @@ class SupervisedDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_examples:
             return
-        self.train_examples, train_dropped = encode_rows(self.rows.train, self.renderer)
-        self.val_examples, val_dropped = encode_rows(self.rows.val, self.renderer)
+        self.train_examples, train_dropped = encode_rows(self.rows.train, self.renderer, self.view)
+        self.val_examples, val_dropped = encode_rows(self.rows.val, self.renderer, self.view)
         self.dropped = {"train": Counter(self.rows.dropped) + train_dropped, "val": val_dropped}
         for split, counts in self.dropped.items():
             for reason, n in counts.items():
@@ -130,11 +140,16 @@ class SupervisedDataModule(L.LightningDataModule):
         log.info("data: %d train / %d val examples", len(self.train_examples), len(self.val_examples))
 
     @property
+    def windows_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (one window of batch_size x accumulate_grad_batches each)."""
+        return -(-len(self.train_examples) // (self.batch_size * self.accumulate_grad_batches))
+
+    @property
     def pad_token_id(self) -> int:
         return self.renderer.tokenizer.pad_token_id
 
     def train_dataloader(self) -> DataLoader:
-        windows = LengthGroupedWindows([len(e["input_ids"]) for e in self.train_examples],
+        windows = LengthGroupedWindows([example_length(e) for e in self.train_examples],
                                        self.batch_size * self.accumulate_grad_batches, self.seed)
         # batch_size=None: each sampled index is a whole window, which Lightning re-seeds per epoch
         return DataLoader(

@@ -1,8 +1,8 @@
 """Row formats: reading files, validating rows, converting between views.
 
 Formats (DESIGN.md): chat, alpaca, completion, preference, unpaired, prompt. Each method asks for
-a view (SFT asks for `chat`); `to_view` converts compatible rows and refuses the others with a
-message naming both. A bad row is a `DataFormatError` naming the file, the line and the field.
+a view (chat, pair, unpaired, prompt); `convert` turns compatible rows into it (preference -> chat
+via chosen, preference -> unpaired, any -> prompt) and refuses the others with a message naming both. A bad row is a `DataFormatError` naming the file, the line and the field.
 """
 from __future__ import annotations
 
@@ -92,9 +92,14 @@ def _messages(value: Any, field: str, row: dict, source: str) -> list[dict]:
     return [dict(m, content=m.get("content") or "") for m in value]
 
 
+def _passthrough(row: dict) -> dict:
+    """The fields every view carries along: the row's id, task, tools and reference answer."""
+    return {k: row[k] for k in ("id", "task", "tools", "answer") if k in row}
+
+
 def to_chat(row: dict, fmt: str, source: str) -> dict:
     """Convert one row of `fmt` to the chat view {"messages", "tools"?, "task"?, "answer"?, "id"?}."""
-    extra = {k: row[k] for k in ("id", "task", "tools", "answer") if k in row}
+    extra = _passthrough(row)
     if fmt == "chat":
         messages = _messages(_require(row, "messages", (list,), source), "messages", row, source)
     elif fmt == "alpaca":
@@ -121,19 +126,66 @@ def to_chat(row: dict, fmt: str, source: str) -> dict:
     return {**extra, "messages": messages}
 
 
+def to_pair(row: dict, fmt: str, source: str) -> dict:
+    """A preference row as the `pair` view {"prompt", "chosen", "rejected", "tools"?, ...}."""
+    if fmt != "preference":
+        raise DataFormatError(source, None, f"data.format={fmt} has no rejected answers: a pairwise method "
+                              "(dpo, ipo, hinge, simpo, orpo, reward) needs data.format=preference rows")
+    extra = _passthrough(row)
+    sides = {f: _messages(_require(row, f, (str, list), source), f, row, source) for f in ("prompt", "chosen", "rejected")}
+    return {**extra, **sides}
+
+
+def to_unpaired(row: dict, fmt: str, source: str) -> list[dict]:
+    """Unpaired rows {"prompt", "completion", "label"}: as they are, or both sides of a preference row."""
+    extra = _passthrough(row)
+    if fmt == "preference":
+        pair = to_pair(row, fmt, source)
+        return [{**extra, "prompt": pair["prompt"], "completion": pair[side], "label": side == "chosen"}
+                for side in ("chosen", "rejected")]
+    if fmt != "unpaired":
+        raise DataFormatError(source, None, f"data.format={fmt} has no labelled completions: method=kto needs "
+                              "data.format=unpaired (or preference) rows")
+    if not isinstance(row.get("label"), bool):
+        raise DataFormatError(source, row.get("_line"), "field 'label' must be true or false")
+    prompt = _messages(_require(row, "prompt", (str, list), source), "prompt", row, source)
+    completion = _messages(_require(row, "completion", (str, list), source), "completion", row, source)
+    return [{**extra, "prompt": prompt, "completion": completion, "label": row["label"]}]
+
+
+def to_prompt(row: dict, fmt: str, source: str) -> dict:
+    """The prompt-only view {"prompt", "answer"?}: the chat before its last assistant turn."""
+    if fmt == "prompt":
+        extra = _passthrough(row)
+        return {**extra, "prompt": _messages(_require(row, "prompt", (str, list), source), "prompt", row, source)}
+    chat = to_chat(row, fmt, source)
+    messages = chat.pop("messages")
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return {**chat, "prompt": messages[:last]}
+
+
 def convert(rows: list[dict], fmt: str, view: str, source: str) -> tuple[list[dict], Counter]:
     """Rows of `fmt` as the `view` a method needs, and the count of rows left out by reason.
 
-    Only the chat view exists so far (SFT). From unpaired rows SFT learns the good completions
-    only: the bad ones are left out and counted.
+    From unpaired rows the chat view (SFT) learns the good completions only: the bad ones are left
+    out and counted. Incompatible format/view pairs fail with a message naming both.
     """
-    if view != "chat":
-        raise DataFormatError(source, None, f"view {view!r} is not available yet (rows are data.format={fmt})")
+    if fmt not in FORMATS:
+        raise DataFormatError(source, None, f"data.format={fmt!r}: choose one of {FORMATS}")
     dropped: Counter = Counter()
-    kept = []
+    kept: list[dict] = []
     for row in rows:
-        if fmt == "unpaired" and row.get("label") is False:
-            dropped["unpaired row with label false (not an SFT target)"] += 1
-            continue
-        kept.append(to_chat(row, fmt, source))
+        if view == "chat":
+            if fmt == "unpaired" and row.get("label") is False:
+                dropped["unpaired row with label false (not an SFT target)"] += 1
+                continue
+            kept.append(to_chat(row, fmt, source))
+        elif view == "pair":
+            kept.append(to_pair(row, fmt, source))
+        elif view == "unpaired":
+            kept.extend(to_unpaired(row, fmt, source))
+        elif view == "prompt":
+            kept.append(to_prompt(row, fmt, source))
+        else:
+            raise ValueError(f"unknown view {view!r}: chat, pair, unpaired or prompt")
     return kept, dropped

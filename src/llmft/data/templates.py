@@ -98,8 +98,8 @@ class ChatRenderer:
             msgs = msgs[:-1]
         return self.render(to_template_messages(msgs, tools), add_generation_prompt=True)
 
-    def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        """The full render and the character spans of every assistant turn.
+    def assistant_spans(self, messages: list[dict], supervised_from: int = 0) -> tuple[str, list[tuple[int, int]]]:
+        """The full render and the character spans of every assistant turn at index >= supervised_from.
 
         A turn's span starts where its content starts and ends after the template's end-of-turn
         token. The start is found by rendering the chat through that turn with a marker in place
@@ -109,7 +109,7 @@ class ChatRenderer:
         full = self.render(messages)
         spans = []
         for i, message in enumerate(messages):
-            if message["role"] != "assistant":
+            if message["role"] != "assistant" or i < supervised_from:
                 continue
             through = self.render(messages[: i + 1])
             marked = self.render(messages[:i] + [{**message, "content": CONTENT_MARKER}])
@@ -122,9 +122,15 @@ class ChatRenderer:
             spans.append((start, len(through.rstrip())))
         return full, spans
 
-    def encode(self, messages: list[dict], tools: list[dict] | None = None) -> Encoded:
-        """Token ids and assistant-only labels, truncated to max_length (may leave 0 supervised tokens)."""
-        text, spans = self.assistant_spans(to_template_messages(messages, tools))
+    def encode(self, messages: list[dict], tools: list[dict] | None = None, supervised_from: int = 0) -> Encoded:
+        """Token ids and assistant-only labels, truncated to max_length (may leave 0 supervised tokens).
+
+        Only assistant turns from message `supervised_from` on are supervised (a preference pair's
+        completion, not the assistant turns of its shared prompt).
+        """
+        rendered = to_template_messages(messages, tools)
+        shift = len(rendered) - len(messages)  # a system message added for the tool list
+        text, spans = self.assistant_spans(rendered, supervised_from + shift if supervised_from else 0)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         labels = [
             token if any(start < end_tok and start_tok < end for start, end in spans) else IGNORE_INDEX

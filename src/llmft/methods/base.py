@@ -1,10 +1,21 @@
 """What every objective shares: one optimizer step per window of micro-batches.
 
 Each training batch is a *window*: the micro-batches of one optimizer step (see
-`data.collate.WindowCollator`). The method's `loss_sum` returns a loss summed over a micro-batch
-and the count it is normalised by (supervised tokens for SFT, pairs for DPO); the window's loss is
-sum(loss_sum) / sum(count), so the gradient does not depend on how the window is split into
-micro-batches. Gradients are accumulated by hand (manual optimisation), then clipped and stepped.
+`data.collate.WindowCollator`). A method declares what it needs (DESIGN.md "Methods"):
+
+    view = "pair"           which encoder data/ uses: chat | pair | unpaired | prompt
+    needs_reference = True  a frozen reference: the policy with adapters disabled (PEFT) or a frozen
+                            copy (full), registered as the submodule `reference_model` so it follows
+                            device and dtype; its forwards always run in eval mode, without gradients
+    head = None             None | "score" | "value": a head built by models/, trained and saved
+
+and implements `loss_sum(micro, ctx) -> (loss_sum, count, metrics)`: the loss summed over the
+micro-batch, the count it is normalised by (supervised tokens for SFT, pairs for DPO), and
+metrics as {name: (sum, count)}. The window's loss is sum(loss_sum) / sum(count), so the gradient
+does not depend on how the window is split into micro-batches; `prepare_window(window) -> ctx`
+runs first over the whole window (KTO's KL reference point needs every row before any backward).
+The base class logs every metric as sum / count: `train/<name>` per optimizer step,
+`val/<name>` over the whole validation split.
 
 Train mode is set at every step: gradient checkpointing (transformers checkpoints only
 `if self.training`) and dropout depend on it, and nothing else puts a loaded model in train mode.
@@ -16,8 +27,11 @@ gradients under fp16 and limit the true norm to clip / loss_scale).
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -29,13 +43,16 @@ from llmft.models.handle import ModelHandle
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
+Metrics = dict[str, tuple[torch.Tensor, torch.Tensor | float]]  # name -> (sum, count)
 
 
 class ObjectiveModule(L.LightningModule):
-    """Base LightningModule: subclasses implement `loss_sum` (and may set `view`, `needs_reference`)."""
+    """Base LightningModule: subclasses implement `loss_sum` and declare `view`, `needs_reference`, `head`."""
 
     view: str = "chat"
     needs_reference: bool = False
+    head: str | None = None
+    generates: bool = False
 
     def __init__(
         self,
@@ -50,6 +67,8 @@ class ObjectiveModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the trainable parameters only
         self.handle = handle
         self.model = handle.model
+        if handle.frozen_copy is not None:
+            self.reference_model = handle.frozen_copy  # a submodule: Lightning moves and casts it
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
@@ -58,30 +77,47 @@ class ObjectiveModule(L.LightningModule):
             handle.disable_dropout()
         self._step_started: float | None = None
         self._grad_norm: torch.Tensor | None = None
-        self._val_sums: list[torch.Tensor] = []
+        self._val_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))
 
     # -- what a subclass provides -----------------------------------------------------------
-    def loss_sum(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(loss summed over the micro-batch, normaliser count, extra summed metrics)."""
+    def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, torch.Tensor | int, Metrics]:
+        """(loss summed over the micro-batch, normaliser count, {metric: (sum, count)})."""
         raise NotImplementedError
+
+    def normaliser(self, micro: dict) -> int:
+        """How many units a micro-batch's summed loss covers; the default is supervised tokens."""
+        return int((micro["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    def prepare_window(self, window: list[dict]) -> Any:
+        """A pre-pass over the whole window before any backward; its result reaches every loss_sum."""
+        return None
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The frozen reference policy, in eval mode and without gradients."""
+        with self.handle.reference() as reference:
+            yield reference
 
     # -- training ----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self.model.train()  # before Lightning's start-of-training check; training_step keeps it so
 
-    def training_step(self, window: list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
+    def training_step(self, window: list[dict], batch_idx: int) -> torch.Tensor:
         started = self._step_started or time.perf_counter()
         self.model.train()  # checkpointing and dropout (unless disabled) depend on it; see the module doc
         optimizer = self.optimizers()
         total = sum(self.normaliser(micro) for micro in window)
         if total == 0:
             raise ValueError("a training window has nothing to normalise by (no supervised tokens)")
+        ctx = self.prepare_window(window)
         loss_total = torch.zeros((), device=self.device)
+        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))
         for micro in window:
-            loss, _, _ = self.loss_sum(micro)
+            loss, _, metrics = self.loss_sum(micro, ctx)
             scaled = loss / total
             self.manual_backward(scaled)
             loss_total += scaled.detach()
+            _accumulate(sums, metrics)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it below)
         optimizer.step()  # unscale (fp16) -> on_before_optimizer_step (clipping) -> step
         optimizer.zero_grad(set_to_none=True)
@@ -89,12 +125,14 @@ class ObjectiveModule(L.LightningModule):
         if scheduler is not None:
             scheduler.step()
         now = time.perf_counter()
-        tokens = sum(int(micro["attention_mask"].sum()) for micro in window)
+        tokens = sum(int(v.sum()) for micro in window for k, v in micro.items() if k.endswith("attention_mask"))
         self.log("train/loss", loss_total, prog_bar=True, on_step=True, on_epoch=False)
         self.log("perf/tokens_per_s", tokens / max(now - started, 1e-9), on_step=True, on_epoch=False)
         self.log("train/lr", lr, on_step=True, on_epoch=False)
         if self._grad_norm is not None:
             self.log("train/grad_norm", self._grad_norm, on_step=True, on_epoch=False)
+        for name, (value, count) in sums.items():
+            self.log(f"train/{name}", value / max(count, 1.0), on_step=True, on_epoch=False)
         self._step_started = time.perf_counter()
         return loss_total
 
@@ -104,28 +142,23 @@ class ObjectiveModule(L.LightningModule):
         max_norm = self.gradient_clip_val if self.gradient_clip_val else float("inf")
         self._grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach() if params else None
 
-    def normaliser(self, batch: dict[str, torch.Tensor]) -> int:
-        """How many units a micro-batch's summed loss covers; the default is supervised tokens."""
-        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-
     def on_train_epoch_start(self) -> None:
         self._step_started = None  # the first step's clock starts when its window arrives
 
-    # -- validation: token-weighted over the whole split ---------------------------------------
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, count, _ = self.loss_sum(batch)
-        self._val_sums.append(torch.stack([loss.detach().float(), count.float()]))
+    # -- validation: weighted over the whole split -----------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, count, metrics = self.loss_sum(batch, self.prepare_window([batch]))
+        _accumulate(self._val_sums, {"loss": (loss, count), **metrics})
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_sums:
-            loss, count = torch.stack(self._val_sums).sum(0)
-            self.log("val/loss", loss / count.clamp(min=1), prog_bar=True)
+        for name, (value, count) in self._val_sums.items():
+            self.log(f"val/{name}", value / max(count, 1.0), prog_bar=name == "loss")
         self._val_sums.clear()
         self._step_started = None
 
-    # -- optimiser ------------------------------------------------------------------------------
+    # -- optimiser: every trainable parameter of the module (the policy, and heads) ----------------
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]  # biases and norms
         optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
@@ -137,5 +170,17 @@ class ObjectiveModule(L.LightningModule):
 
     # -- checkpoints hold the trainable parameters only (the frozen base is reloaded) -----------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+def _accumulate(sums: dict[str, torch.Tensor], metrics: Metrics) -> None:
+    """Add {name: (sum, count)} into float64 [sum, count] accumulators (on the CPU: one sync a step)."""
+    for name, (value, count) in metrics.items():
+        sums[name] += torch.stack([_scalar(value), _scalar(count)])
+
+
+def _scalar(value: torch.Tensor | float) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device="cpu", dtype=torch.float64).reshape(())
+    return torch.tensor(float(value), dtype=torch.float64)

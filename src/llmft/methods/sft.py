@@ -1,10 +1,12 @@
 """Supervised fine-tuning: NLL of the assistant tokens, normalised per supervised token."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from llmft.losses import sft_loss_sum
-from llmft.methods.base import ObjectiveModule
+from llmft.methods.base import Metrics, ObjectiveModule
 from llmft.models.forward import supervised_logits
 
 
@@ -13,6 +15,6 @@ class SFT(ObjectiveModule):
 
     view = "chat"
 
-    def loss_sum(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        nll_sum, n_tokens = sft_loss_sum(*supervised_logits(self.model, batch))
+    def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        nll_sum, n_tokens = sft_loss_sum(*supervised_logits(self.model, micro))
         return nll_sum, n_tokens, {}

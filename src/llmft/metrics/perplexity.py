@@ -19,7 +19,7 @@ def perplexity(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]
     nll, count = 0.0, 0
     try:
         for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 batch_nll, batch_count = sft_loss_sum(*supervised_logits(model, batch))
             nll += float(batch_nll)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from llmft.losses import IGNORE_INDEX
+from llmft.losses import IGNORE_INDEX, token_logps
 
 
 def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -26,3 +26,26 @@ def supervised_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     # logits[:, j] predicts labels[:, keep[j] + 1]; pad one step so the losses' shift lines them up.
     kept_labels = F.pad(labels[:, keep + 1], (1, 0), value=IGNORE_INDEX)
     return F.pad(logits, (0, 0, 0, 1)), kept_labels
+
+
+def sequence_logp_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                       prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: (sum of log p of the supervised tokens, their number), from `<prefix>input_ids`,
+    `<prefix>attention_mask` and `<prefix>labels`, computing logits only where a label is supervised."""
+    fields = {k: batch[prefix + k] for k in ("input_ids", "attention_mask", "labels")}
+    logits, labels = supervised_logits(model, fields)
+    sums = token_logps(logits, labels).sum(-1)
+    return sums, (labels[:, 1:] != IGNORE_INDEX).sum(-1)
+
+
+def pair_logp_sums(model: torch.nn.Module, micro: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logp_sums` of the chosen rows then the rejected rows ([2B] each), in one forward pass
+    over both (padded to one width): the policy sees chosen and rejected in the same batch."""
+    width = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
+    # padded positions are masked out of attention and labels, so any id does there
+    fills = {"input_ids": 0, "attention_mask": 0, "labels": IGNORE_INDEX}
+    both = {key: torch.cat([F.pad(micro[f"{side}_{key}"], (0, width - micro[f"{side}_{key}"].shape[1]), value=fill)
+                            for side in ("chosen", "rejected")])
+            for key, fill in fills.items()}
+    return sequence_logp_sums(model, both)
+

@@ -27,14 +27,14 @@ class ModelHandle:
         self.model = model
         self.tokenizer = tokenizer
         self.base = base
-        self._frozen_copy: torch.nn.Module | None = None
+        self.frozen_copy: torch.nn.Module | None = None
         if with_reference and not self.is_peft:
-            self._frozen_copy = copy.deepcopy(model).eval().requires_grad_(False)
+            self.frozen_copy = copy.deepcopy(model).eval().requires_grad_(False)
 
     def place(self, device: torch.device | str) -> None:
         """Move the policy (and a frozen reference copy) to `device`: the device training ran on,
         before evaluation, since Lightning's teardown leaves the module on the CPU."""
-        for module in (self.model, self._frozen_copy):
+        for module in (self.model, self.frozen_copy):
             if module is not None and next(module.parameters()).device != torch.device(device):
                 module.to(device)
 
@@ -55,12 +55,13 @@ class ModelHandle:
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
+        """The reference policy, in eval mode and without gradients (the mode is restored after)."""
         if self.is_peft:
-            with self.model.disable_adapter(), torch.no_grad():
+            with self.model.disable_adapter(), torch.no_grad(), _eval_mode(self.model):
                 yield self.model
-        elif self._frozen_copy is not None:
-            with torch.no_grad():
-                yield self._frozen_copy
+        elif self.frozen_copy is not None:
+            with torch.no_grad(), _eval_mode(self.frozen_copy):
+                yield self.frozen_copy
         else:
             raise RuntimeError(
                 "this full fine-tuning handle was built without a reference copy; "
@@ -127,3 +128,13 @@ class ModelHandle:
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (target / "README.md").write_text(readme(self.base, kind), encoding="utf-8")
         return target
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

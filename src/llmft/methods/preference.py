@@ -1,0 +1,101 @@
+"""Pairwise preference objectives on the `pair` view (chosen vs rejected completion of one prompt).
+
+- `DPO`: against a frozen reference, with the loss from config (`conf/method/dpo|ipo|hinge.yaml`:
+  `llmft.losses.dpo_loss`, `ipo_loss`, `hinge_loss`), never a loss-type string.
+- `SimPO`: reference-free, on length-averaged log-probs (`simpo_loss`).
+- `ORPO`: reference-free, NLL of the chosen completion plus the odds-ratio term (`orpo_loss`).
+
+Chosen and rejected go through one concatenated forward pass. The normaliser is the number of
+pairs; metrics follow TRL's names (`rewards/chosen`, `rewards/margins`, `logps/chosen`, ...).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from llmft.methods.base import Metrics, ObjectiveModule
+from llmft.models.forward import pair_logp_sums
+from llmft.models.handle import ModelHandle
+
+LossFn = Callable[..., tuple[torch.Tensor, ...]]
+
+
+class PairwiseObjective(ObjectiveModule):
+    """Shared by the pairwise methods: the `pair` view, one unit per pair, dropout off by default."""
+
+    view = "pair"
+
+    def __init__(self, handle: ModelHandle, optimizer, loss: LossFn, beta: float, scheduler=None,
+                 gradient_clip_val: float | None = 1.0, disable_dropout: bool = True):
+        super().__init__(handle, optimizer, scheduler, gradient_clip_val, disable_dropout)
+        if beta <= 0:
+            raise ValueError(f"method.beta={beta}: must be positive")
+        self.loss = loss
+        self.beta = beta
+
+    def normaliser(self, micro: dict) -> int:
+        return int(micro["chosen_input_ids"].shape[0])
+
+    def policy_logps(self, micro: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(chosen sums, rejected sums, chosen token counts, rejected token counts) under the policy."""
+        sums, counts = pair_logp_sums(self.model, micro)
+        return (*sums.chunk(2), *counts.chunk(2))
+
+
+class DPO(PairwiseObjective):
+    """Direct Preference Optimization and its variants over a frozen reference."""
+
+    needs_reference = True
+
+    def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, int, Metrics]:
+        pc, pr, nc, nr = self.policy_logps(micro)
+        with self.reference() as reference:
+            rc, rr = pair_logp_sums(reference, micro)[0].chunk(2)
+        losses, chosen_rewards, rejected_rewards = self.loss(pc, pr, rc, rr, beta=self.beta)
+        n = pc.shape[0]
+        return losses.sum(), n, pair_metrics(pc, pr, chosen_rewards, rejected_rewards, nc, nr)
+
+
+class SimPO(PairwiseObjective):
+    """SimPO (Meng et al. 2024): reference-free, length-averaged log-probs, a target margin."""
+
+    def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, int, Metrics]:
+        pc, pr, nc, nr = self.policy_logps(micro)
+        pc, pr = pc / nc, pr / nr
+        losses, chosen_rewards, rejected_rewards = self.loss(pc, pr, beta=self.beta)
+        return losses.sum(), pc.shape[0], pair_metrics(pc, pr, chosen_rewards, rejected_rewards, nc, nr)
+
+
+class ORPO(PairwiseObjective):
+    """ORPO (Hong et al. 2024): per pair, the chosen completion's mean NLL plus the odds-ratio term
+    (no reference). TRL averages the NLL over the batch's tokens; per pair keeps the window exact."""
+
+    def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, int, Metrics]:
+        pc, pr, nc, nr = self.policy_logps(micro)
+        pc, pr = pc / nc, pr / nr
+        odds_losses, chosen_rewards, rejected_rewards, log_odds = self.loss(pc, pr, beta=self.beta)
+        nll = -pc
+        n = pc.shape[0]
+        metrics = pair_metrics(pc, pr, chosen_rewards, rejected_rewards, nc, nr)
+        metrics["nll_loss"] = (nll.detach().sum(), n)
+        metrics["log_odds_ratio"] = (log_odds.sum(), n)
+        return (nll + odds_losses).sum(), n, metrics
+
+
+def pair_metrics(pc: torch.Tensor, pr: torch.Tensor, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                 chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor) -> Metrics:
+    """TRL's DPO metrics as (sum, count) over the pairs of a micro-batch."""
+    n = pc.shape[0]
+    margins = chosen_rewards - rejected_rewards
+    return {
+        "rewards/chosen": (chosen_rewards.sum(), n),
+        "rewards/rejected": (rejected_rewards.sum(), n),
+        "rewards/margins": (margins.sum(), n),
+        "rewards/accuracies": ((margins > 0).sum(), n),
+        "logps/chosen": (pc.detach().sum(), n),
+        "logps/rejected": (pr.detach().sum(), n),
+        "lengths/chosen": (chosen_tokens.sum(), n),
+        "lengths/rejected": (rejected_tokens.sum(), n),
+    }
