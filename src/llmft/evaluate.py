@@ -37,8 +37,9 @@ class EvalSpec:
     base: bool = True  # train.py: also evaluate the model before training, for the comparison table
 
 
-def suite_rows(spec: EvalSpec) -> list[dict]:
-    rows = tasks.load_bundled("chat", spec.split)
+def suite_rows(spec: EvalSpec, view: str = "chat") -> list[dict]:
+    """The suite's rows of `view` for the evaluated split, tasks and per-task limit."""
+    rows = tasks.load_bundled(view, spec.split)
     wanted = spec.tasks or list(tasks.TASK_NAMES)
     unknown = sorted(set(wanted) - set(tasks.TASK_NAMES))
     if unknown:
@@ -85,22 +86,64 @@ class Evaluator:
         return report, records
 
 
+class PairwiseEvaluator:
+    """Pairwise accuracy of a reward model (policy + score head) on the suite's held-out preference
+    pairs: the fraction, per task, where the chosen answer scores above the rejected one."""
+
+    metric = "pairwise_accuracy"
+
+    def __init__(self, renderer: ChatRenderer, spec: EvalSpec, head: torch.nn.Module, autocast_dtype=None):
+        from llmft.data.encoders import encode_pair
+
+        self.head = head
+        self.autocast_dtype = autocast_dtype
+        encoded = [(row, encode_pair(row, renderer)) for row in suite_rows(spec, "preference")]
+        self.examples = [(row, ex) for row, ex in encoded if isinstance(ex, dict)]
+        self.batches = [pad_batch([ex for _, ex in self.examples[i : i + PPL_BATCH]], renderer.tokenizer.pad_token_id)
+                        for i in range(0, len(self.examples), PPL_BATCH)]
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, name: str) -> tuple[dict, list[dict]]:
+        from llmft.models.forward import pair_scores
+
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        margins = []
+        try:
+            for batch in self.batches:
+                batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                    chosen, rejected = pair_scores(model, self.head, batch).float().chunk(2)
+                margins += (chosen - rejected).tolist()
+        finally:
+            model.train(was_training)
+        records = [{"id": row["id"], "task": row["task"], "margin": m, "correct": m > 0}
+                   for (row, _), m in zip(self.examples, margins)]
+        report = {self.metric: exact_match_by_task([r["task"] for r in records], [r["correct"] for r in records]),
+                  "n_examples": len(records)}
+        return report, records
+
+
 def format_table(reports: dict[str, dict]) -> str:
-    """Exact match per task (percent), one column per model, plus perplexity."""
+    """Exact match (or pairwise accuracy) per task in percent, one column per model, plus perplexity."""
     names = list(reports)
-    keys = list(next(iter(reports.values()))["exact_match"])
+    metric = "exact_match" if "exact_match" in next(iter(reports.values())) else "pairwise_accuracy"
+    keys = list(next(iter(reports.values()))[metric])
     keys = [k for k in keys if k != "overall"] + ["overall"]
-    lines = [f"{'exact match (%)':<18}" + "".join(f"{n:>10}" for n in names)]
+    title = metric.replace("_", " ") + " (%)"
+    width = max(18, len(title) + 2)
+    lines = [f"{title:<{width}}" + "".join(f"{n:>10}" for n in names)]
     if len(names) == 2:
         lines[0] += f"{'delta':>10}"
     for key in keys:
-        values = [reports[n]["exact_match"][key] * 100 for n in names]
-        line = f"{key:<18}" + "".join(f"{v:>10.1f}" for v in values)
+        values = [reports[n][metric][key] * 100 for n in names]
+        line = f"{key:<{width}}" + "".join(f"{v:>10.1f}" for v in values)
         if len(values) == 2:
             line += f"{values[1] - values[0]:>+10.1f}"
         lines.append(line)
     if all("perplexity" in r for r in reports.values()):
-        lines.append(f"{'val perplexity':<18}" + "".join(f"{reports[n]['perplexity']:>10.3f}" for n in names))
+        lines.append(f"{'val perplexity':<{width}}" + "".join(f"{reports[n]['perplexity']:>10.3f}" for n in names))
     return "\n".join(lines)
 
 

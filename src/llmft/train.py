@@ -14,7 +14,7 @@ from llmft import models, run_card
 from llmft.console import quiet_console
 from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
-from llmft.evaluate import Evaluator, autocast_dtype, format_table, write_results
+from llmft.evaluate import Evaluator, PairwiseEvaluator, autocast_dtype, format_table, write_results
 from llmft.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,15 @@ def chat_val_examples(datamodule: ViewDataModule, data_spec, renderer: ChatRende
     return encode_rows(load_rows(data_spec, "chat", seed).val, renderer)[0]
 
 
+def build_evaluator(cfg: DictConfig, method_cls, handle, renderer: ChatRenderer, datamodule: ViewDataModule):
+    """Per method: pairwise accuracy on held-out pairs for a reward model, else the generation suite."""
+    eval_spec, data_spec = instantiate(cfg.evaluation), instantiate(cfg.data)
+    dtype = autocast_dtype(instantiate(cfg.precision).trainer)
+    if method_cls.head == "score":
+        return PairwiseEvaluator(renderer, eval_spec, handle.head, dtype)
+    return Evaluator(renderer, eval_spec, chat_val_examples(datamodule, data_spec, renderer, cfg.seed), dtype)
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     quiet_console()
@@ -70,7 +79,8 @@ def run(cfg: DictConfig) -> dict:
                         callbacks=callbacks, default_root_dir=str(out))
     device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
-    handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference)
+    handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference,
+                          head=method_cls.head)
     renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
     datamodule = ViewDataModule(rows, renderer, data_spec.batch_size, cfg.trainer.accumulate_grad_batches,
                                 cfg.seed, data_spec.num_workers, view=method_cls.view)
@@ -80,8 +90,7 @@ def run(cfg: DictConfig) -> dict:
     trainable, total = handle.parameter_counts()
     log.info("parameters: %.2fM trainable of %.1fM (%.2f%%)", trainable / 1e6, total / 1e6, 100 * trainable / total)
 
-    evaluator = Evaluator(renderer, eval_spec, chat_val_examples(datamodule, data_spec, renderer, cfg.seed),
-                          autocast_dtype(precision.trainer)) if cfg.evaluate else None
+    evaluator = build_evaluator(cfg, method_cls, handle, renderer, datamodule) if cfg.evaluate else None
     reports, records = {}, {}
     if evaluator is not None and eval_spec.base:
         handle.place(device)
@@ -124,7 +133,8 @@ def run(cfg: DictConfig) -> dict:
         "peak_memory": run_card.peak_memory(),
         "packages": run_card.package_versions(),
         "saved": str(saved.relative_to(out)),
-        "eval": {name: r["exact_match"]["overall"] for name, r in reports.items()},
+        "eval": {name: next(r[k]["overall"] for k in ("exact_match", "pairwise_accuracy") if k in r)
+                 for name, r in reports.items()},
     }
     write_json_atomic(out / "run_card.json", card)
     log.info("run folder: %s", out)

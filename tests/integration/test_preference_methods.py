@@ -12,9 +12,15 @@ from llmft.train import run
 # 8 rows in windows of 4: the 2 steps are one whole epoch, so validation runs at its end
 FAST = ("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=2", "data.limit_train=8",
         "data.batch_size=4", "optim.lr=1e-2")
-METHODS = ("dpo", "ipo", "hinge", "simpo", "orpo")
 PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                 "logps/chosen", "logps/rejected")
+# TRL's names for each method's logged metrics (under train/ and val/)
+METRICS = {
+    "dpo": PAIR_METRICS, "ipo": PAIR_METRICS, "hinge": PAIR_METRICS, "simpo": PAIR_METRICS,
+    "orpo": (*PAIR_METRICS, "nll_loss", "log_odds_ratio"),
+    "kto": ("rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "kl"),
+    "reward": ("accuracy", "rewards/chosen", "rewards/rejected", "rewards/margins"),
+}
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -27,7 +33,7 @@ def logged(folder) -> list[dict]:
 
 
 @pytest.mark.parametrize("peft", ["full", "lora", "qlora"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(METRICS))
 def test_preference_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_path, method, peft):
     from hydra.utils import instantiate
 
@@ -44,15 +50,17 @@ def test_preference_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_p
     if handle.frozen_copy is not None:  # full fine-tuning with a reference: the copy never moves
         assert {n: torch.equal(p, before[n]) for n, p in snapshot(handle.frozen_copy).items()} == \
             {n: True for n in before}
+    if handle.head is not None:  # the reward model's score head trains too, and is saved
+        assert all(p.requires_grad for p in handle.head.parameters())
+        saved = tmp_path / "checkpoints" / ("model" if peft == "full" else "adapter") / "score_head.safetensors"
+        assert saved.is_file()
     rows = logged(tmp_path)
     train = [r for r in rows if r.get("train/loss")]
     assert len(train) == 2 and all(math.isfinite(float(r["train/loss"])) for r in train)
-    for name in PAIR_METRICS:
+    for name in METRICS[method]:
         assert train[0][f"train/{name}"] != "", name
         assert any(r.get(f"val/{name}") for r in rows), name
     assert all(r["train/grad_norm"] for r in train)
-    if method == "orpo":
-        assert train[0]["train/nll_loss"] and train[0]["train/log_odds_ratio"]
 
 
 @pytest.mark.parametrize("peft", ["full", "lora"])

@@ -53,11 +53,14 @@ class LengthGroupedWindows(Sampler[list[int]]):
     windows again.
     """
 
-    def __init__(self, lengths: list[int], window_size: int, seed: int, group_windows: int = 16):
+    def __init__(self, lengths: list[int], window_size: int, seed: int, group_windows: int = 16, min_size: int = 1):
+        if len(lengths) < min_size:
+            raise ValueError(f"{len(lengths)} examples cannot fill a window of at least {min_size}")
         self.lengths = lengths
         self.window_size = window_size
         self.seed = seed
         self.group_windows = group_windows
+        self.min_size = min_size  # a shorter last window of a chunk joins the window before it
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -70,7 +73,11 @@ class LengthGroupedWindows(Sampler[list[int]]):
         windows = []
         for start in range(0, len(order), chunk):
             group = sorted(order[start : start + chunk], key=lambda i: self.lengths[i], reverse=True)
-            windows += [group[i : i + self.window_size] for i in range(0, len(group), self.window_size)]
+            cut = [group[i : i + self.window_size] for i in range(0, len(group), self.window_size)]
+            if len(cut) > 1 and len(cut[-1]) < self.min_size:
+                last = cut.pop()
+                cut[-1] = cut[-1] + last
+            windows += cut
         shuffled = torch.randperm(len(windows), generator=generator).tolist()
         return [windows[i] for i in shuffled]
 
@@ -78,7 +85,7 @@ class LengthGroupedWindows(Sampler[list[int]]):
         return iter(self.windows(self.epoch))
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.window_size)
+        return len(self.windows(0))  # the count is the same every epoch
 
 
 class WindowDataset(Dataset):
@@ -102,10 +109,31 @@ class WindowCollator:
     supervised tokens in all of it: batch 8 x accumulation 1 then equals batch 1 x accumulation 8.
     """
 
-    def __init__(self, micro_batch_size: int, pad_token_id: int):
+    def __init__(self, micro_batch_size: int, pad_token_id: int, mismatched_pairs: bool = False):
         self.micro_batch_size = micro_batch_size
         self.pad_token_id = pad_token_id
+        self.mismatched_pairs = mismatched_pairs
 
     def __call__(self, examples: list[dict]) -> list[dict[str, torch.Tensor]]:
+        if self.mismatched_pairs:
+            examples = with_mismatched_pairs(examples)
         size = self.micro_batch_size
         return [pad_batch(examples[i : i + size], self.pad_token_id) for i in range(0, len(examples), size)]
+
+
+def with_mismatched_pairs(examples: list[dict], allow_single: bool = False) -> list[dict]:
+    """Add `kl_input_ids` / `kl_labels` to unpaired examples: example i's prompt followed by the
+    completion of example i+1 of the same window (KTO's estimate of KL(policy || reference) uses
+    such mismatched pairs, as TRL does). A window of one row has no other completion: an error,
+    unless `allow_single` (validation batches), where the row is paired with itself."""
+    if len(examples) < 2 and not allow_single:
+        raise ValueError("method=kto needs at least 2 rows per optimizer step to pair prompts with other rows' "
+                         "completions (its KL reference point): raise data.batch_size x trainer.accumulate_grad_batches")
+    paired = []
+    for i, example in enumerate(examples):
+        other = examples[(i + 1) % len(examples)]
+        cut, other_cut = example["prompt_length"], other["prompt_length"]
+        paired.append({**example,
+                       "kl_input_ids": example["input_ids"][:cut] + other["input_ids"][other_cut:],
+                       "kl_labels": [IGNORE_INDEX] * cut + other["labels"][other_cut:]})
+    return paired

@@ -13,7 +13,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from llmft.data import formats, tasks
-from llmft.data.collate import LengthGroupedWindows, WindowCollator, WindowDataset, pad_batch
+from llmft.data.collate import LengthGroupedWindows, WindowCollator, WindowDataset, pad_batch, with_mismatched_pairs
 from llmft.data.encoders import ENCODERS, example_length
 from llmft.data.templates import ChatRenderer
 
@@ -137,26 +137,39 @@ class ViewDataModule(L.LightningDataModule):
                 log.warning("dropped %d %s rows: %s", n, split, reason)
         if not self.train_examples:
             raise ValueError(f"no training example left after dropping: {dict(self.dropped['train'])}")
+        if self.view == "unpaired" and self.window_size < 2:
+            raise ValueError(f"data.batch_size x trainer.accumulate_grad_batches = {self.window_size}: method=kto pairs "
+                             "each row's prompt with another row's completion of the same step (its KL reference "
+                             "point), so a step needs at least 2 rows")
+        if self.view == "unpaired" and len({e["desirable"] for e in self.train_examples}) < 2:
+            only = "true" if self.train_examples[0]["desirable"] else "false"
+            raise ValueError(f"the training rows all have label={only}: method=kto needs desirable (label true) "
+                             "and undesirable (label false) rows")
         log.info("data: %d train / %d val examples", len(self.train_examples), len(self.val_examples))
 
     @property
+    def window_size(self) -> int:
+        """Examples per optimizer step: batch_size x accumulate_grad_batches."""
+        return self.batch_size * self.accumulate_grad_batches
+
+    @property
     def windows_per_epoch(self) -> int:
-        """Optimizer steps in one epoch (one window of batch_size x accumulate_grad_batches each)."""
-        return -(-len(self.train_examples) // (self.batch_size * self.accumulate_grad_batches))
+        """Optimizer steps in one epoch."""
+        return len(self.train_dataloader().sampler)
 
     @property
     def pad_token_id(self) -> int:
         return self.renderer.tokenizer.pad_token_id
 
     def train_dataloader(self) -> DataLoader:
-        windows = LengthGroupedWindows([example_length(e) for e in self.train_examples],
-                                       self.batch_size * self.accumulate_grad_batches, self.seed)
+        windows = LengthGroupedWindows([example_length(e) for e in self.train_examples], self.window_size, self.seed,
+                                       min_size=2 if self.view == "unpaired" else 1)
         # batch_size=None: each sampled index is a whole window, which Lightning re-seeds per epoch
         return DataLoader(
             WindowDataset(self.train_examples),
             sampler=windows,
             batch_size=None,
-            collate_fn=WindowCollator(self.batch_size, self.pad_token_id),
+            collate_fn=WindowCollator(self.batch_size, self.pad_token_id, mismatched_pairs=self.view == "unpaired"),
             num_workers=self.num_workers,
         )
 
@@ -164,6 +177,12 @@ class ViewDataModule(L.LightningDataModule):
         return DataLoader(
             self.val_examples,
             batch_size=self.batch_size,
-            collate_fn=partial(pad_batch, pad_token_id=self.pad_token_id),
+            collate_fn=partial(pad_val_batch, pad_token_id=self.pad_token_id, mismatched_pairs=self.view == "unpaired"),
             num_workers=self.num_workers,
         )
+
+
+def pad_val_batch(examples: list[dict], pad_token_id: int, mismatched_pairs: bool) -> dict:
+    if mismatched_pairs:
+        examples = with_mismatched_pairs(examples, allow_single=True)
+    return pad_batch(examples, pad_token_id)

@@ -69,6 +69,8 @@ class ObjectiveModule(L.LightningModule):
         self.model = handle.model
         if handle.frozen_copy is not None:
             self.reference_model = handle.frozen_copy  # a submodule: Lightning moves and casts it
+        if handle.head is not None:
+            self.scalar_head = handle.head  # trained with the policy and saved with it
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val

@@ -6,6 +6,7 @@ from pathlib import Path
 from llmft.models import provenance
 from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer, local_folder
 from llmft.models.handle import ModelHandle
+from llmft.models.heads import build_head
 from llmft.models.peft import FullSpec, LoraSpec, PeftSpec, load_adapter, quantization_config, wrap
 
 __all__ = ["ModelSpec", "PrecisionSpec", "FullSpec", "LoraSpec", "ModelHandle", "build", "load_finished"]
@@ -21,13 +22,15 @@ def check_compatible(peft: PeftSpec, precision: PrecisionSpec) -> None:
         )
 
 
-def build(model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec, with_reference: bool = False) -> ModelHandle:
+def build(model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec, with_reference: bool = False,
+          head: str | None = None) -> ModelHandle:
     """Load the base model + tokenizer, then wrap it for training (full, LoRA or QLoRA)."""
     check_compatible(peft, precision)
     tokenizer = load_tokenizer(model)
     base = load_model(model, tokenizer, precision.dtype, quantization_config(peft))
     wrapped = wrap(base, peft, gradient_checkpointing=model.gradient_checkpointing)
-    return ModelHandle(wrapped, tokenizer, describe_base(model), with_reference=with_reference)
+    return ModelHandle(wrapped, tokenizer, describe_base(model), with_reference=with_reference,
+                       head=build_head(head, base.config.hidden_size), head_kind=head)
 
 
 def describe_base(model: ModelSpec) -> provenance.BaseModel:

@@ -49,3 +49,21 @@ def pair_logp_sums(model: torch.nn.Module, micro: dict[str, torch.Tensor]) -> tu
             for key, fill in fills.items()}
     return sequence_logp_sums(model, both)
 
+
+
+def last_token_scores(model: torch.nn.Module, head: torch.nn.Module, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor) -> torch.Tensor:
+    """The head applied to each row's final hidden state at its last non-pad token ([B]).
+    Right padding: the last real token of row b is at attention_mask[b].sum() - 1."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
+    hidden = out.hidden_states[-1]
+    last = attention_mask.sum(-1) - 1
+    return head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+
+
+def pair_scores(model: torch.nn.Module, head: torch.nn.Module, micro: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`last_token_scores` of the chosen rows then the rejected rows ([2B]) in one forward pass."""
+    width = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
+    ids, mask = (torch.cat([F.pad(micro[f"{side}_{key}"], (0, width - micro[f"{side}_{key}"].shape[1]))
+                            for side in ("chosen", "rejected")]) for key in ("input_ids", "attention_mask"))
+    return last_token_scores(model, head, ids, mask)

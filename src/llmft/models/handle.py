@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from llmft.models import peft as peft_wrap
+from llmft.models.heads import save_head
 from llmft.models.provenance import BaseModel, readme
 
 
@@ -23,10 +24,12 @@ class ModelHandle:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, base: BaseModel,
-                 with_reference: bool = False):
+                 with_reference: bool = False, head: torch.nn.Module | None = None, head_kind: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.base = base
+        self.head = head  # a scalar head (reward model "score", PPO "value"), trained with the policy
+        self.head_kind = head_kind
         self.frozen_copy: torch.nn.Module | None = None
         if with_reference and not self.is_peft:
             self.frozen_copy = copy.deepcopy(model).eval().requires_grad_(False)
@@ -34,7 +37,7 @@ class ModelHandle:
     def place(self, device: torch.device | str) -> None:
         """Move the policy (and a frozen reference copy) to `device`: the device training ran on,
         before evaluation, since Lightning's teardown leaves the module on the CPU."""
-        for module in (self.model, self.frozen_copy):
+        for module in (self.model, self.frozen_copy, self.head):
             if module is not None and next(module.parameters()).device != torch.device(device):
                 module.to(device)
 
@@ -127,6 +130,8 @@ class ModelHandle:
             config["base_model_name_or_path"] = self.base.id
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (target / "README.md").write_text(readme(self.base, kind), encoding="utf-8")
+        if self.head is not None:
+            save_head(self.head, self.head_kind, target)
         return target
 
 
