@@ -162,20 +162,15 @@ def run(cfg: DictConfig) -> dict:
     from llmft import run_card
     from llmft.console import quiet_console
     from llmft.data.datamodule import encode_rows, load_rows
+    from llmft.runs import finished_run, lineage
 
     quiet_console()
     spec: EvalSpec = instantiate(cfg.evaluation)
     out_dir = Path(cfg.paths.output_dir)
+    ancestors: list[Path] = []
     if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        saved_cfg = run_dir / ".hydra" / "config.yaml"
-        if not saved_cfg.is_file():
-            raise FileNotFoundError(f"run_dir={run_dir}: no {saved_cfg.relative_to(run_dir)} (is it a llmft run folder?)")
-        train_cfg = OmegaConf.load(saved_cfg)
-        saved = next((run_dir / "checkpoints" / d for d in ("adapter", "model")
-                      if (run_dir / "checkpoints" / d).is_dir()), None)
-        if saved is None:
-            raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints/adapter or checkpoints/model (did training finish?)")
+        evaluated = finished_run(cfg.run_dir)
+        train_cfg, (*ancestors, saved) = evaluated.config, lineage(evaluated)
     else:
         train_cfg, saved = cfg, None
     model_spec, peft_spec = instantiate(train_cfg.model), instantiate(train_cfg.peft)
@@ -183,7 +178,7 @@ def run(cfg: DictConfig) -> dict:
     rows = load_rows(data_spec, "chat", train_cfg.seed)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer, contexts = models_to_score(model_spec, peft_spec, precision, saved, device)
+    tokenizer, contexts = models_to_score(model_spec, peft_spec, precision, saved, device, ancestors)
     renderer = ChatRenderer(tokenizer, data_spec.max_length)
     val_examples, _ = encode_rows(rows.val, renderer)
     evaluator = Evaluator(renderer, spec, val_examples, autocast_dtype(precision.trainer))
@@ -205,14 +200,15 @@ def run(cfg: DictConfig) -> dict:
     return reports
 
 
-def models_to_score(model_spec, peft_spec, precision, saved: Path | None,
-                    device: torch.device) -> tuple[object, dict[str, Callable]]:
+def models_to_score(model_spec, peft_spec, precision, saved: Path | None, device: torch.device,
+                    ancestors: list[Path] = ()) -> tuple[object, dict[str, Callable]]:
     """(tokenizer, {name: context manager factory yielding the model}) for the base model and, for a
     run, the fine-tuned one, placed on `device`. A PEFT run is loaded once: its base is the same
-    module with the adapter disabled (on the same 4-bit base for QLoRA)."""
+    module with the adapter disabled (on the same 4-bit base for QLoRA): the model it started from,
+    which for a run started `init_from=` another is that parent (`ancestors`, merged in)."""
     from llmft import models
 
-    tuned = models.load_finished(saved, model_spec, peft_spec, precision) if saved is not None else None
+    tuned = models.load_finished(saved, model_spec, peft_spec, precision, ancestors) if saved is not None else None
     if tuned is not None and tuned.is_peft:
         tuned.place(device)
         return tuned.tokenizer, {"base": tuned.initial, "tuned": tuned.merged}

@@ -15,6 +15,7 @@ from llmft.console import quiet_console
 from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
 from llmft.evaluate import Evaluator, PairwiseEvaluator, autocast_dtype, format_table, write_results
+from llmft.runs import finished_run, lineage
 from llmft.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,18 @@ def chat_val_examples(datamodule: ViewDataModule, data_spec, renderer: ChatRende
     return encode_rows(load_rows(data_spec, "chat", seed).val, renderer)[0]
 
 
+def parent_lineage(init_from: str, model_spec) -> list[Path]:
+    """The saved folders `init_from=<run>` starts from (oldest first); the run must have trained the
+    same base model."""
+    parent = finished_run(init_from, key="init_from")
+    trained_on = parent.config.model.name_or_path
+    if trained_on != model_spec.name_or_path:
+        raise ValueError(f"init_from={init_from} trained model.name_or_path={trained_on}, this run has "
+                         f"{model_spec.name_or_path}: choose the same model (e.g. model.name_or_path={trained_on})")
+    log.info("init_from: starting from %s (%s)", parent.folder, parent.saved.name)
+    return lineage(parent)
+
+
 def build_evaluator(cfg: DictConfig, method_cls, handle, renderer: ChatRenderer, datamodule: ViewDataModule):
     """Per method: pairwise accuracy on held-out pairs for a reward model, else the generation suite."""
     eval_spec, data_spec = instantiate(cfg.evaluation), instantiate(cfg.data)
@@ -79,8 +92,9 @@ def run(cfg: DictConfig) -> dict:
                         callbacks=callbacks, default_root_dir=str(out))
     device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
+    parents = parent_lineage(cfg.init_from, model_spec) if cfg.init_from else []
     handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference,
-                          head=method_cls.head)
+                          head=method_cls.head, lineage=parents)
     renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
     datamodule = ViewDataModule(rows, renderer, data_spec.batch_size, cfg.trainer.accumulate_grad_batches,
                                 cfg.seed, data_spec.num_workers, view=method_cls.view)
@@ -120,6 +134,7 @@ def run(cfg: DictConfig) -> dict:
         "base_model": handle.base.card(),
         "peft": peft_spec.name,
         "method": cfg.method._target_,
+        "init_from": run_card.portable_path(cfg.init_from) if cfg.init_from else None,
         "precision": precision.trainer,
         "torch": run_card.torch_settings(),
         "chat_template_sha256": renderer.template_hash,

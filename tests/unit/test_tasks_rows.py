@@ -13,16 +13,6 @@ from llmft.data.tasks import REFUSAL, SPLITS, assistant_text, policy, registry, 
 from llmft.data.templates import to_template_messages
 
 
-@pytest.fixture(scope="module")
-def chat() -> dict[str, list[dict]]:
-    return {split: tasks.generate(split) for split in SPLITS}
-
-
-@pytest.fixture(scope="module")
-def all_views(chat) -> dict[str, dict[str, list[dict]]]:
-    return {split: tasks.views(chat[split]) for split in SPLITS}
-
-
 # --- row schema -----------------------------------------------------------------------------
 
 

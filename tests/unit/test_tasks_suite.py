@@ -28,16 +28,6 @@ from llmft.utils import write_bytes_atomic
 SRC = Path(tasks.__file__).resolve().parents[3]
 
 
-@pytest.fixture(scope="module")
-def chat() -> dict[str, list[dict]]:
-    return {split: tasks.generate(split) for split in SPLITS}
-
-
-@pytest.fixture(scope="module")
-def all_views(chat) -> dict[str, dict[str, list[dict]]]:
-    return {split: tasks.views(chat[split]) for split in SPLITS}
-
-
 # --- the public surface ---------------------------------------------------------------------
 
 

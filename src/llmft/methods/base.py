@@ -186,3 +186,17 @@ def _scalar(value: torch.Tensor | float) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().to(device="cpu", dtype=torch.float64).reshape(())
     return torch.tensor(float(value), dtype=torch.float64)
+
+
+class BetaObjective(ObjectiveModule):
+    """An objective with a loss function from config and a positive `method.beta` (the preference
+    methods and KTO); preference methods turn dropout off by default, as TRL does."""
+
+    def __init__(self, handle: ModelHandle, optimizer: OptimizerFactory, loss: Callable[..., Any], beta: float,
+                 scheduler: SchedulerFactory | None = None, gradient_clip_val: float | None = 1.0,
+                 disable_dropout: bool = True):
+        super().__init__(handle, optimizer, scheduler, gradient_clip_val, disable_dropout)
+        if beta <= 0:
+            raise ValueError(f"method.beta={beta}: must be positive")
+        self.loss = loss
+        self.beta = beta

@@ -4,27 +4,17 @@ mismatched prompt/completion pairs (`data.collate.with_mismatched_pairs`), detac
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from llmft.methods.base import Metrics, ObjectiveModule
+from llmft.methods.base import BetaObjective, Metrics
 from llmft.models.forward import sequence_logp_sums
-from llmft.models.handle import ModelHandle
 
 
-class KTO(ObjectiveModule):
+class KTO(BetaObjective):
     view = "unpaired"
     needs_reference = True
-
-    def __init__(self, handle: ModelHandle, optimizer, loss: Callable[..., tuple[torch.Tensor, torch.Tensor]],
-                 beta: float, scheduler=None, gradient_clip_val: float | None = 1.0, disable_dropout: bool = True):
-        super().__init__(handle, optimizer, scheduler, gradient_clip_val, disable_dropout)
-        if beta <= 0:
-            raise ValueError(f"method.beta={beta}: must be positive")
-        self.loss = loss
-        self.beta = beta
 
     def normaliser(self, micro: dict) -> int:
         return int(micro["input_ids"].shape[0])

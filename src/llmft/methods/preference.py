@@ -10,30 +10,18 @@ pairs; metrics follow TRL's names (`rewards/chosen`, `rewards/margins`, `logps/c
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from llmft.methods.base import Metrics, ObjectiveModule
+from llmft.methods.base import BetaObjective, Metrics
 from llmft.models.forward import pair_logp_sums
-from llmft.models.handle import ModelHandle
-
-LossFn = Callable[..., tuple[torch.Tensor, ...]]
 
 
-class PairwiseObjective(ObjectiveModule):
+class PairwiseObjective(BetaObjective):
     """Shared by the pairwise methods: the `pair` view, one unit per pair, dropout off by default."""
 
     view = "pair"
-
-    def __init__(self, handle: ModelHandle, optimizer, loss: LossFn, beta: float, scheduler=None,
-                 gradient_clip_val: float | None = 1.0, disable_dropout: bool = True):
-        super().__init__(handle, optimizer, scheduler, gradient_clip_val, disable_dropout)
-        if beta <= 0:
-            raise ValueError(f"method.beta={beta}: must be positive")
-        self.loss = loss
-        self.beta = beta
 
     def normaliser(self, micro: dict) -> int:
         return int(micro["chosen_input_ids"].shape[0])

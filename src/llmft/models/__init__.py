@@ -1,6 +1,7 @@
 """The only room that knows peft, bitsandbytes and transformers model classes."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmft.models import provenance
@@ -23,22 +24,47 @@ def check_compatible(peft: PeftSpec, precision: PrecisionSpec) -> None:
 
 
 def build(model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec, with_reference: bool = False,
-          head: str | None = None) -> ModelHandle:
-    """Load the base model + tokenizer, then wrap it for training (full, LoRA or QLoRA)."""
+          head: str | None = None, lineage: Sequence[Path] = ()) -> ModelHandle:
+    """Load the base model + tokenizer, then wrap it for training (full, LoRA or QLoRA).
+
+    `lineage`: the saved folders of the runs this one starts from (`init_from=`), oldest first; the
+    model they make is the starting point and so the reference (`load_lineage`)."""
     check_compatible(peft, precision)
     tokenizer = load_tokenizer(model)
-    base = load_model(model, tokenizer, precision.dtype, quantization_config(peft))
+    base = load_lineage(model, tokenizer, precision, peft, lineage)
     wrapped = wrap(base, peft, gradient_checkpointing=model.gradient_checkpointing)
     return ModelHandle(wrapped, tokenizer, describe_base(model), with_reference=with_reference,
                        head=build_head(head, base.config.hidden_size), head_kind=head)
+
+
+def load_lineage(model: ModelSpec, tokenizer, precision: PrecisionSpec, peft: PeftSpec, lineage: Sequence[Path]):
+    """The base with earlier runs applied: the latest full model of the lineage (or the base), then
+    every later adapter merged into it, in order. Under LoRA that makes "adapter disabled" the
+    parent model; a 4-bit base cannot take merged adapters (merging would re-quantize)."""
+    lineage = [Path(p) for p in lineage]
+    full = [i for i, p in enumerate(lineage) if p.name == "model"]
+    start = full[-1] if full else -1
+    spec = ModelSpec(**{**model.__dict__, "name_or_path": str(lineage[start])}) if full else model
+    adapters = lineage[start + 1:]
+    if adapters and peft.quantize is not None:
+        raise NotImplementedError(
+            f"init_from= an adapter run with peft={peft.name}: merging the parent adapter into a 4-bit base would "
+            "re-quantize it, and keeping it as a frozen second adapter is not implemented yet; use peft=lora or "
+            "peft=full, or start from a full-fine-tuning run")
+    base = load_model(spec, tokenizer, precision.dtype, quantization_config(peft))
+    for adapter in adapters:
+        base = load_adapter(base, str(adapter)).merge_and_unload()
+    return base
 
 
 def describe_base(model: ModelSpec) -> provenance.BaseModel:
     return provenance.describe(model.name_or_path, local_folder(model))
 
 
-def load_finished(saved: str | Path, model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec) -> ModelHandle:
-    """Rebuild a fine-tuned model from the folder `ModelHandle.save` wrote (`.../adapter` or `.../model`)."""
+def load_finished(saved: str | Path, model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec,
+                  lineage: Sequence[Path] = ()) -> ModelHandle:
+    """Rebuild a fine-tuned model from the folder `ModelHandle.save` wrote (`.../adapter` or `.../model`),
+    on the model its lineage (`init_from=` parents, oldest first) started from."""
     saved = Path(saved)
     base_info = describe_base(model)
     provenance.check_base(saved, base_info)  # warns when this machine's base has other weights
@@ -47,5 +73,5 @@ def load_finished(saved: str | Path, model: ModelSpec, peft: PeftSpec, precision
         tokenizer = load_tokenizer(spec)
         return ModelHandle(load_model(spec, tokenizer, precision.dtype), tokenizer, base_info)
     tokenizer = load_tokenizer(model)
-    base = load_model(model, tokenizer, precision.dtype, quantization_config(peft))
+    base = load_lineage(model, tokenizer, precision, peft, lineage)
     return ModelHandle(load_adapter(base, str(saved)), tokenizer, base_info)

@@ -1,0 +1,43 @@
+"""Reading a finished run folder (what `train.py` left behind), for `eval.py run_dir=` and `init_from=`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class FinishedRun:
+    folder: Path
+    config: DictConfig  # the run's resolved training config (.hydra/config.yaml)
+    saved: Path  # checkpoints/adapter or checkpoints/model
+
+
+def finished_run(folder: str | Path, key: str = "run_dir") -> FinishedRun:
+    """The run in `folder`, or an error naming what is missing (`key` is the option that named it)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{key}={folder}: no such folder")
+    config = folder / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{key}={folder}: no .hydra/config.yaml (is it a llmft run folder?)")
+    saved = next((folder / "checkpoints" / d for d in ("adapter", "model") if (folder / "checkpoints" / d).is_dir()), None)
+    if saved is None:
+        raise FileNotFoundError(f"{key}={folder}: no checkpoints/adapter or checkpoints/model (did training finish?)")
+    if not (folder / "run_card.json").is_file():
+        raise FileNotFoundError(f"{key}={folder}: no run_card.json (the run did not finish)")
+    return FinishedRun(folder, OmegaConf.load(config), saved)
+
+
+def lineage(run: FinishedRun) -> list[Path]:
+    """The saved folders a run was built on (its `init_from` parents, oldest first), then its own."""
+    chain = [run.saved]
+    seen = {run.folder.resolve()}
+    while run.config.get("init_from"):
+        run = finished_run(run.config.init_from, key="init_from")
+        if run.folder.resolve() in seen:
+            raise ValueError(f"init_from: {run.folder} is its own ancestor")
+        seen.add(run.folder.resolve())
+        chain.insert(0, run.saved)
+    return chain
