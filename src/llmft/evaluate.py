@@ -16,9 +16,9 @@ from hydra.utils import instantiate
 from llmft.data import tasks
 from llmft.data.collate import pad_batch
 from llmft.data.templates import ChatRenderer
-from llmft.metrics.generation import exact_match_by_task
+from llmft.metrics.exact_match import exact_match_by_task
 from llmft.metrics.perplexity import perplexity
-from llmft.models.generation import generate_greedy
+from llmft.models.decoding import generate_greedy
 from llmft.utils import write_json_atomic
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import torch
 from llmft import models
 from llmft.data.templates import ChatRenderer
 from llmft.models.embedded import resolve
-from llmft.models.generation import generate_greedy
+from llmft.models.decoding import generate_greedy
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import torch
 
 from llmft.data.collate import LengthGroupedWindows, WindowCollator, pad_batch
 from llmft.methods.schedules import warmup_cosine
-from llmft.metrics.generation import exact_match_by_task
+from llmft.metrics.exact_match import exact_match_by_task
 
 
 def test_pad_batch_pads_right_with_ignored_labels():

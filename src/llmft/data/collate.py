@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from llmft.data.templates import IGNORE_INDEX
+from llmft.constants import IGNORE_INDEX
 
 
 def pad_batch(examples: list[dict], pad_token_id: int) -> dict:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llmft.data.templates import IGNORE_INDEX, ChatRenderer
+from llmft.constants import IGNORE_INDEX
+from llmft.data.templates import ChatRenderer
 
 Example = dict
 Encoder = Callable[[dict, ChatRenderer], "Example | str"]

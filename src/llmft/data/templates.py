@@ -17,7 +17,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-IGNORE_INDEX = -100
+from llmft.constants import IGNORE_INDEX
+
 # Stands in for an assistant turn's content to find where the template puts that content.
 CONTENT_MARKER = "\u2063llmft-assistant-content\u2063"
 TOOL_RENDERING_VERSION = "signatures-v1"  # part of the template hash: change it when the rendering changes

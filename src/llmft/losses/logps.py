@@ -6,7 +6,7 @@ import torch
 
 from ._utils import compute_dtype
 
-IGNORE_INDEX = -100
+from llmft.constants import IGNORE_INDEX
 
 
 def _shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from llmft.models import provenance
 from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer, local_folder
 from llmft.models.handle import ModelHandle
 from llmft.models.heads import build_head
-from llmft.models.peft import FullSpec, LoraSpec, PeftSpec, load_adapter, quantization_config, wrap
+from llmft.models.adapters import FullSpec, LoraSpec, PeftSpec, load_adapter, quantization_config, wrap
 
 __all__ = ["ModelSpec", "PrecisionSpec", "FullSpec", "LoraSpec", "ModelHandle", "build", "load_finished"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from llmft.models import peft as peft_wrap
+from llmft.models import adapters
 from llmft.models.heads import save_head
 from llmft.models.provenance import BaseModel, readme
 
@@ -54,7 +54,7 @@ class ModelHandle:
 
     @property
     def is_peft(self) -> bool:
-        return peft_wrap.is_peft(self.model)
+        return adapters.is_peft(self.model)
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
