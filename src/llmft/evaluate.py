@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from omegaconf import DictConfig, OmegaConf
 from hydra.utils import instantiate
 
@@ -86,16 +87,20 @@ class Evaluator:
         return report, records
 
 
+Margin = Callable[[torch.nn.Module, dict], torch.Tensor]  # (model, batch of pairs) -> [B] chosen-minus-rejected
+
+
 class PairwiseEvaluator:
-    """Pairwise accuracy of a reward model (policy + score head) on the suite's held-out preference
-    pairs: the fraction, per task, where the chosen answer scores above the rejected one."""
+    """Pairwise accuracy on the suite's held-out preference pairs: the fraction, per task, where the
+    chosen answer gets the higher score. The score is a reward model's head (`score_margin`) or
+    DPO's implicit reward, the policy-vs-reference log-ratio (`implicit_reward_margin`)."""
 
     metric = "pairwise_accuracy"
 
-    def __init__(self, renderer: ChatRenderer, spec: EvalSpec, head: torch.nn.Module, autocast_dtype=None):
+    def __init__(self, renderer: ChatRenderer, spec: EvalSpec, margin: Margin, autocast_dtype=None):
         from llmft.data.encoders import encode_pair
 
-        self.head = head
+        self.margin = margin
         self.autocast_dtype = autocast_dtype
         encoded = [(row, encode_pair(row, renderer)) for row in suite_rows(spec, "preference")]
         self.examples = [(row, ex) for row, ex in encoded if isinstance(ex, dict)]
@@ -104,18 +109,15 @@ class PairwiseEvaluator:
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, name: str) -> tuple[dict, list[dict]]:
-        from llmft.models.forward import pair_scores
-
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         margins = []
         try:
-            for batch in self.batches:
+            for batch in tqdm(self.batches, desc=f"pairs {name}", unit="batch"):
                 batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
                 with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                    chosen, rejected = pair_scores(model, self.head, batch).float().chunk(2)
-                margins += (chosen - rejected).tolist()
+                    margins += self.margin(model, batch).float().tolist()
         finally:
             model.train(was_training)
         records = [{"id": row["id"], "task": row["task"], "margin": m, "correct": m > 0}
@@ -123,6 +125,43 @@ class PairwiseEvaluator:
         report = {self.metric: exact_match_by_task([r["task"] for r in records], [r["correct"] for r in records]),
                   "n_examples": len(records)}
         return report, records
+
+
+def score_margin(head: torch.nn.Module) -> Margin:
+    """A reward model's margin: score(chosen) - score(rejected)."""
+    from llmft.models.forward import pair_scores
+
+    def margin(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        chosen, rejected = pair_scores(model, head, batch).chunk(2)
+        return chosen - rejected
+    return margin
+
+
+def implicit_reward_margin(reference: Callable) -> Margin:
+    """DPO's implicit reward margin (up to the factor beta > 0, which keeps its sign):
+    (log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))."""
+    from llmft.models.forward import pair_logp_sums
+
+    def margin(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        policy_c, policy_r = pair_logp_sums(model, batch)[0].chunk(2)
+        with reference() as ref:
+            ref_c, ref_r = pair_logp_sums(ref, batch)[0].chunk(2)
+        return (policy_c - ref_c) - (policy_r - ref_r)
+    return margin
+
+
+def log_reports(loggers: list, reports: dict[str, dict], step: int) -> None:
+    """Evaluation results to the run's loggers (W&B, CSV) as `eval/<model>/<metric>/<task>` and
+    `eval/<model>/perplexity` (`eval/`: the evaluation split, never `val/`)."""
+    flat = {}
+    for name, report in reports.items():
+        for metric in ("exact_match", "pairwise_accuracy"):
+            flat.update({f"eval/{name}/{metric}/{task}": value for task, value in report.get(metric, {}).items()})
+        if "perplexity" in report:
+            flat[f"eval/{name}/perplexity"] = report["perplexity"]
+    for logger in loggers:
+        logger.log_metrics(flat, step=step)
+        logger.save()
 
 
 def format_table(reports: dict[str, dict]) -> str:

@@ -14,7 +14,8 @@ from llmft import models, run_card
 from llmft.console import quiet_console
 from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
-from llmft.evaluate import Evaluator, PairwiseEvaluator, autocast_dtype, format_table, write_results
+from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format_table, implicit_reward_margin,
+                            log_reports, score_margin, write_results)
 from llmft.runs import finished_run, lineage
 from llmft.utils import write_json_atomic
 
@@ -69,7 +70,7 @@ def build_evaluator(cfg: DictConfig, method_cls, handle, renderer: ChatRenderer,
     eval_spec, data_spec = instantiate(cfg.evaluation), instantiate(cfg.data)
     dtype = autocast_dtype(instantiate(cfg.precision).trainer)
     if method_cls.head == "score":
-        return PairwiseEvaluator(renderer, eval_spec, handle.head, dtype)
+        return PairwiseEvaluator(renderer, eval_spec, score_margin(handle.head), dtype)
     return Evaluator(renderer, eval_spec, chat_val_examples(datamodule, data_spec, renderer, cfg.seed), dtype)
 
 
@@ -123,7 +124,13 @@ def run(cfg: DictConfig) -> dict:
         handle.place(device)  # Lightning's teardown moved the module to the CPU
         with handle.merged() as tuned:
             reports["tuned"], records["tuned"] = evaluator(tuned, "tuned")
+        if method_cls.view == "pair" and method_cls.needs_reference:  # DPO family: its implicit reward
+            implicit = PairwiseEvaluator(renderer, eval_spec, implicit_reward_margin(handle.reference),
+                                         autocast_dtype(precision.trainer))
+            report, _ = implicit(handle.model, "tuned")
+            reports["tuned"]["pairwise_accuracy"] = report["pairwise_accuracy"]
         write_results(out, reports, records)
+        log_reports(trainer.loggers, reports, trainer.global_step)
         print("\n" + format_table(reports) + "\n", flush=True)
 
     card = {

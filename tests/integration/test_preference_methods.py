@@ -71,3 +71,21 @@ def test_dpo_first_loss_is_ln2_with_zero_rewards_when_policy_is_reference(make_c
     for name in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
         assert float(first[f"train/{name}"]) == pytest.approx(0.0, abs=1e-6), name
     assert float(first["train/rewards/accuracies"]) == 0.0  # no margin yet: nothing counts as preferred
+
+
+@pytest.mark.parametrize("method", ["dpo", "reward"])
+def test_pairwise_accuracy_on_held_out_pairs_is_reported_and_logged(make_cfg, tmp_path, method):
+    import json
+
+    from llmft.data.tasks import TASK_NAMES
+
+    run(make_cfg("model=tiny", "precision=fp32", "trainer.max_steps=1", "data.limit_train=4", "data.batch_size=4",
+                 f"method={method}", "evaluation.limit=2", "evaluation.max_new_tokens=2"))
+    report = json.loads((tmp_path / "eval.json").read_text())
+    accuracy = report["tuned"]["pairwise_accuracy"]
+    assert set(accuracy) == {"overall", *TASK_NAMES} and all(0 <= v <= 1 for v in accuracy.values())
+    # the reward model is scored on pairs instead of generations; DPO on both (its implicit reward)
+    assert ("exact_match" in report["tuned"]) is (method == "dpo")
+    header = set(logged(tmp_path)[0])
+    assert "eval/tuned/pairwise_accuracy/overall" in header
+    assert ("eval/base/exact_match/overall" in header) is (method == "dpo")
