@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from llmft import models, run_card
+from llmft import models, reference_cache, run_card
 from llmft.console import quiet_console
 from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
@@ -65,6 +65,18 @@ def parent_lineage(init_from: str, model_spec) -> list[Path]:
     return lineage(parent)
 
 
+def precompute_reference(method, handle, datamodule: ViewDataModule, parents: list[Path], peft_spec, precision,
+                         device) -> bool:
+    """`method.precompute_ref=true`: attach cached (or once-computed) reference log-probs to every example."""
+    splits = {"train": datamodule.train_examples, "val": datamodule.val_examples}
+    load = {"peft": peft_spec.name, "quantize": getattr(peft_spec, "quantize", None),
+            "compute_dtype": getattr(peft_spec, "compute_dtype", None), "precision": precision.trainer,
+            "weights_dtype": precision.weights_dtype}
+    key = reference_cache.cache_key(method, handle, parents, load, splits)
+    return reference_cache.attach(method, handle, splits, key, reference_cache.cache_folder(method.ref_cache),
+                                  datamodule.batch_size, device, autocast_dtype(precision.trainer))
+
+
 def build_evaluator(cfg: DictConfig, method_cls, handle, renderer: ChatRenderer, datamodule: ViewDataModule):
     """Per method: pairwise accuracy on held-out pairs for a reward model, else the generation suite."""
     eval_spec, data_spec = instantiate(cfg.evaluation), instantiate(cfg.data)
@@ -114,6 +126,8 @@ def run(cfg: DictConfig) -> dict:
 
     method = method_factory(handle=handle, optimizer=optimizer, scheduler=scheduler,
                             gradient_clip_val=cfg.trainer.gradient_clip_val)
+    if getattr(method, "precompute_ref", False):
+        precompute_reference(method, handle, datamodule, parents, peft_spec, precision, device)
     fit_started = time.perf_counter()
     trainer.fit(method, datamodule=datamodule)
     fit_seconds = time.perf_counter() - fit_started

@@ -33,14 +33,32 @@ class PairwiseObjective(BetaObjective):
 
 
 class DPO(PairwiseObjective):
-    """Direct Preference Optimization and its variants over a frozen reference."""
+    """Direct Preference Optimization and its variants over a frozen reference.
+
+    `precompute_ref`: the reference log-probs are computed once before training (and cached on disk
+    by the orchestration, `llmft.reference_cache`); examples then carry them as `ref_chosen_logps`
+    and `ref_rejected_logps`, and training does no reference forward pass.
+    """
 
     needs_reference = True
+    REFERENCE_FIELDS = ("ref_chosen_logps", "ref_rejected_logps")
+
+    def __init__(self, *args, precompute_ref: bool = False, ref_cache: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precompute_ref = precompute_ref
+        self.ref_cache = ref_cache
+
+    @torch.no_grad()
+    def reference_values(self, micro: dict) -> dict[str, torch.Tensor]:
+        """The reference's per-pair log-probs of a micro-batch: what `precompute_ref` caches."""
+        with self.reference() as reference:
+            rc, rr = pair_logp_sums(reference, micro)[0].chunk(2)
+        return dict(zip(self.REFERENCE_FIELDS, (rc, rr)))
 
     def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, int, Metrics]:
         pc, pr, nc, nr = self.policy_logps(micro)
-        with self.reference() as reference:
-            rc, rr = pair_logp_sums(reference, micro)[0].chunk(2)
+        cached = micro if self.REFERENCE_FIELDS[0] in micro else self.reference_values(micro)
+        rc, rr = (cached[k].to(pc) for k in self.REFERENCE_FIELDS)
         losses, chosen_rewards, rejected_rewards = self.loss(pc, pr, rc, rr, beta=self.beta)
         n = pc.shape[0]
         return losses.sum(), n, pair_metrics(pc, pr, chosen_rewards, rejected_rewards, nc, nr)
