@@ -73,7 +73,29 @@ def test_init_from_a_folder_that_is_not_a_finished_run_names_what_is_missing(mak
         run(make_cfg(*FAST, "method=dpo", f"init_from={tmp_path / 'nothing'}"))
 
 
-def test_init_from_an_adapter_under_qlora_says_it_is_not_supported_yet(make_cfg, tmp_path):
+def test_qlora_from_an_adapter_run_keeps_the_parent_adapter_frozen_and_as_the_reference(make_cfg, tmp_path):
+    from safetensors.torch import load_file
+
+    from llmft.evaluate import models_to_score
+
     parent = parent_run(make_cfg, tmp_path, "lora")
-    with pytest.raises(NotImplementedError, match="peft=qlora: merging the parent adapter into a 4-bit base"):
-        run(make_cfg(*FAST, "method=dpo", "peft=qlora", "trainer.max_steps=1", f"init_from={parent}"))
+    qlora = models.LoraSpec(quantize="nf4", name="qlora")
+    parent_logits = logits(models.load_finished(finished_run(parent).saved, TINY, qlora, FP32).model)
+    result = train(make_cfg(*FAST, "method=dpo", "peft=qlora", "trainer.max_steps=2", "optim.lr=5e-2",
+                            f"init_from={parent}"), tmp_path / "dpo")
+    model = result["handle"].model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".default." in n for n in trainable)  # the parent adapter never trains
+    with result["handle"].reference() as reference:  # a 4-bit base with the parent adapter only
+        torch.testing.assert_close(logits(reference), parent_logits, rtol=0, atol=1e-5)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable  # restored after
+    assert not torch.allclose(logits(model), parent_logits, atol=1e-4)  # the trained adapter is active
+    saved = load_file(tmp_path / "dpo" / "checkpoints" / "adapter" / "adapter_model.safetensors")
+    assert saved and not any("parent" in k for k in saved)  # only the trained adapter is saved
+
+    *ancestors, dpo_saved = lineage(finished_run(tmp_path / "dpo"))
+    _, contexts = models_to_score(TINY, qlora, FP32, dpo_saved, torch.device("cpu"), ancestors)
+    with contexts["base"]() as base:
+        torch.testing.assert_close(logits(base), parent_logits, rtol=0, atol=1e-5)
+    with contexts["tuned"]() as tuned:
+        torch.testing.assert_close(logits(tuned), logits(model), rtol=0, atol=1e-5)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from llmft.models import provenance
 from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer, local_folder
 from llmft.models.handle import ModelHandle
@@ -31,30 +33,31 @@ def build(model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec, with_refer
     model they make is the starting point and so the reference (`load_lineage`)."""
     check_compatible(peft, precision)
     tokenizer = load_tokenizer(model)
-    base = load_lineage(model, tokenizer, precision, peft, lineage)
-    wrapped = wrap(base, peft, gradient_checkpointing=model.gradient_checkpointing)
+    base, frozen = load_lineage(model, tokenizer, precision, peft, lineage)
+    wrapped = wrap(base, peft, gradient_checkpointing=model.gradient_checkpointing, frozen_adapters=frozen)
     return ModelHandle(wrapped, tokenizer, describe_base(model), with_reference=with_reference,
                        head=build_head(head, base.config.hidden_size), head_kind=head)
 
 
-def load_lineage(model: ModelSpec, tokenizer, precision: PrecisionSpec, peft: PeftSpec, lineage: Sequence[Path]):
-    """The base with earlier runs applied: the latest full model of the lineage (or the base), then
-    every later adapter merged into it, in order. Under LoRA that makes "adapter disabled" the
-    parent model; a 4-bit base cannot take merged adapters (merging would re-quantize)."""
+def load_lineage(model: ModelSpec, tokenizer, precision: PrecisionSpec, peft: PeftSpec,
+                 lineage: Sequence[Path]) -> tuple[torch.nn.Module, list[Path]]:
+    """(the base with earlier runs applied, adapters to keep frozen on top of it).
+
+    The latest full model of the lineage (or the base), then every later adapter merged into it, in
+    order: under LoRA "adapter disabled" is then the parent model. A 4-bit base cannot take merged
+    adapters (merging would re-quantize), so under QLoRA the parents' adapters stay as frozen
+    adapters under the trained one, and the reference is the base with only those active."""
     lineage = [Path(p) for p in lineage]
     full = [i for i, p in enumerate(lineage) if p.name == "model"]
     start = full[-1] if full else -1
     spec = ModelSpec(**{**model.__dict__, "name_or_path": str(lineage[start])}) if full else model
     adapters = lineage[start + 1:]
-    if adapters and peft.quantize is not None:
-        raise NotImplementedError(
-            f"init_from= an adapter run with peft={peft.name}: merging the parent adapter into a 4-bit base would "
-            "re-quantize it, and keeping it as a frozen second adapter is not implemented yet; use peft=lora or "
-            "peft=full, or start from a full-fine-tuning run")
     base = load_model(spec, tokenizer, precision.dtype, quantization_config(peft))
+    if peft.quantize is not None:
+        return base, adapters
     for adapter in adapters:
         base = load_adapter(base, str(adapter)).merge_and_unload()
-    return base
+    return base, []
 
 
 def describe_base(model: ModelSpec) -> provenance.BaseModel:
@@ -73,5 +76,5 @@ def load_finished(saved: str | Path, model: ModelSpec, peft: PeftSpec, precision
         tokenizer = load_tokenizer(spec)
         return ModelHandle(load_model(spec, tokenizer, precision.dtype), tokenizer, base_info)
     tokenizer = load_tokenizer(model)
-    base = load_lineage(model, tokenizer, precision, peft, lineage)
-    return ModelHandle(load_adapter(base, str(saved)), tokenizer, base_info)
+    base, frozen = load_lineage(model, tokenizer, precision, peft, lineage)
+    return ModelHandle(load_adapter(base, str(saved), frozen), tokenizer, base_info)

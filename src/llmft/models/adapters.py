@@ -4,7 +4,10 @@ A new PEFT method = a spec dataclass here + a branch in `wrap` + `conf/peft/<nam
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
@@ -63,16 +66,30 @@ def quantization_config(spec: PeftSpec):
     )
 
 
-def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = False) -> torch.nn.Module:
+def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = False,
+         frozen_adapters: Sequence[Path] = ()) -> torch.nn.Module:
+    """The model to train: every weight (full), or a fresh LoRA adapter. `frozen_adapters` (QLoRA
+    over a parent run's adapter) are loaded first, frozen and kept active under the new one."""
     if isinstance(spec, FullSpec):
         model.requires_grad_(True)
         return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     if spec.quantize is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
-    config = LoraConfig(
+    if not frozen_adapters:
+        return get_peft_model(model, lora_config(spec))
+    stacked = stack_frozen(model, frozen_adapters)
+    stacked.add_adapter(TRAINED_ADAPTER, lora_config(spec))
+    activate(stacked, trainable=TRAINED_ADAPTER)
+    return stacked
+
+
+def lora_config(spec: LoraSpec):
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
@@ -81,13 +98,57 @@ def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = 
         modules_to_save=list(spec.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
 
 
-def load_adapter(model: PreTrainedModel, adapter_dir: str) -> torch.nn.Module:
+TRAINED_ADAPTER = "default"  # peft's name for the adapter saved at the folder's root
+
+
+def frozen_names(model) -> list[str]:
+    """The frozen parent adapters of a stacked model (`parent0`, `parent1`, ...), oldest first."""
+    return sorted((n for n in model.peft_config if n.startswith("parent")), key=lambda n: int(n[len("parent"):]))
+
+
+def stack_frozen(model: PreTrainedModel, adapter_dirs: Sequence[Path]):
+    """A PeftModel with the given adapters loaded, frozen, as `parent0`, `parent1`, ..."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, adapter_dir)
+    stacked = PeftModel.from_pretrained(model, str(adapter_dirs[0]), adapter_name="parent0", is_trainable=False)
+    for i, folder in enumerate(adapter_dirs[1:], start=1):
+        stacked.load_adapter(str(folder), adapter_name=f"parent{i}", is_trainable=False)
+    return stacked
+
+
+def activate(model, trainable: str) -> None:
+    """Make the frozen parents and `trainable` the active adapters; only `trainable` trains."""
+    model.base_model.set_adapter(frozen_names(model) + [trainable], inference_mode=False)
+    model.set_requires_grad(frozen_names(model), requires_grad=False)
+
+
+@contextlib.contextmanager
+def only_frozen_active(model) -> Iterator[None]:
+    """Inside: only the frozen parent adapters are active (the parent model, the reference).
+    After: the trained adapter is active again, trainable exactly if it was before."""
+    trainable = any(p.requires_grad for n, p in model.named_parameters() if f".{TRAINED_ADAPTER}." in n)
+    model.base_model.set_adapter(frozen_names(model), inference_mode=True)
+    try:
+        yield
+    finally:
+        if trainable:
+            activate(model, TRAINED_ADAPTER)
+        else:
+            model.base_model.set_adapter(frozen_names(model) + [TRAINED_ADAPTER], inference_mode=True)
+
+
+def load_adapter(model: PreTrainedModel, adapter_dir: str, frozen_adapters: Sequence[Path] = ()) -> torch.nn.Module:
+    """A trained adapter on `model` (over its frozen parents, if any), for inference."""
+    from peft import PeftModel
+
+    if not frozen_adapters:
+        return PeftModel.from_pretrained(model, adapter_dir)
+    stacked = stack_frozen(model, frozen_adapters)
+    stacked.load_adapter(adapter_dir, adapter_name=TRAINED_ADAPTER, is_trainable=False)
+    stacked.base_model.set_adapter(frozen_names(stacked) + [TRAINED_ADAPTER], inference_mode=True)
+    return stacked
 
 
 def is_peft(model: torch.nn.Module) -> bool:

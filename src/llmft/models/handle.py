@@ -59,7 +59,10 @@ class ModelHandle:
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
         """The reference policy, in eval mode and without gradients (the mode is restored after)."""
-        if self.is_peft:
+        if self.is_peft and adapters.frozen_names(self.model):  # QLoRA over a parent run's adapter
+            with adapters.only_frozen_active(self.model), torch.no_grad(), _eval_mode(self.model):
+                yield self.model
+        elif self.is_peft:
             with self.model.disable_adapter(), torch.no_grad(), _eval_mode(self.model):
                 yield self.model
         elif self.frozen_copy is not None:
@@ -122,7 +125,8 @@ class ModelHandle:
         """
         kind = "adapter" if self.is_peft else "model"
         target = Path(out_dir) / kind
-        self.model.save_pretrained(target, safe_serialization=True)
+        selected = {"selected_adapters": [adapters.TRAINED_ADAPTER]} if self.is_peft else {}
+        self.model.save_pretrained(target, safe_serialization=True, **selected)  # not the frozen parents
         self.tokenizer.save_pretrained(target)
         if self.is_peft:  # peft needs the local base while saving (it checks the vocabulary), so rename after
             config_file = target / "adapter_config.json"
