@@ -150,9 +150,21 @@ def implicit_reward_margin(reference: Callable) -> Margin:
     return margin
 
 
-def log_reports(loggers: list, reports: dict[str, dict], step: int) -> None:
+SAMPLES_PER_TASK = 2  # generations shown per task and model in the loggers' sample table
+
+
+def log_reports(loggers: list, reports: dict[str, dict], step: int, records: dict[str, list[dict]] | None = None) -> None:
     """Evaluation results to the run's loggers (W&B, CSV) as `eval/<model>/<metric>/<task>` and
-    `eval/<model>/perplexity` (`eval/`: the evaluation split, never `val/`)."""
+    `eval/<model>/perplexity` (`eval/`: the evaluation split, never `val/`), and a few generations per
+    task as a table (`eval/samples`) to loggers that take tables (W&B)."""
+    samples = [[name, r["task"], r["id"], r["prediction"], r["answer"], r["correct"]]
+               for name, recs in (records or {}).items()
+               for task in dict.fromkeys(x["task"] for x in recs)
+               for r in [x for x in recs if x["task"] == task and "prediction" in x][:SAMPLES_PER_TASK]]
+    for logger in loggers:
+        if samples and hasattr(logger, "log_text"):
+            logger.log_text(key="eval/samples", columns=["model", "task", "id", "prediction", "answer", "correct"],
+                            data=samples, step=step)
     flat = {}
     for name, report in reports.items():
         for metric in ("exact_match", "pairwise_accuracy"):

@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> dict:
             report, _ = implicit(handle.model, "tuned")
             reports["tuned"]["pairwise_accuracy"] = report["pairwise_accuracy"]
         write_results(out, reports, records)
-        log_reports(trainer.loggers, reports, trainer.global_step)
+        log_reports(trainer.loggers, reports, trainer.global_step, records)
         print("\n" + format_table(reports) + "\n", flush=True)
 
     card = {

@@ -45,10 +45,14 @@ def test_eval_py_scores_a_finished_run_into_its_own_folder(tmp_path):
 
 def test_wandb_logger_writes_offline_files_and_csv(tmp_path):
     run_dir = tmp_path / "run"
-    cli("train.py", *TINY, "evaluate=false", "logger=wandb", f"hydra.run.dir={run_dir}")
+    cli("train.py", *TINY, "evaluation.limit=1", "evaluation.max_new_tokens=2", "logger=wandb", f"hydra.run.dir={run_dir}")
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert offline and list(offline[0].glob("*.wandb")), list((run_dir / "wandb").iterdir())
     assert (run_dir / "metrics.csv").is_file()
+    # the evaluation reaches W&B: its metrics and a table of sampled generations (2 models x 5 tasks x 1)
+    [table] = offline[0].glob("files/media/table/eval/samples_*.table.json")
+    assert len(json.loads(table.read_text())["data"]) == 10
+    assert "eval/tuned/exact_match/overall" in (run_dir / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_train_prints_the_before_after_table(tmp_path):
