@@ -263,7 +263,7 @@ def models_to_score(model_spec, peft_spec, precision, saved: Path | None, device
     if tuned is not None and tuned.is_peft:
         tuned.place(device)
         return tuned.tokenizer, {"base": tuned.initial, "tuned": tuned.merged}
-    base = models.build(model_spec, models.FullSpec(), precision)
+    base = models.build(model_spec, models.FullSpec(), precision, lineage=ancestors)  # the run's starting point
     base.place(device)
     if tuned is None:
         return base.tokenizer, {"base": base.merged}

@@ -65,13 +65,15 @@ def parent_lineage(init_from: str, model_spec) -> list[Path]:
     return lineage(parent)
 
 
-def precompute_reference(method, handle, datamodule: ViewDataModule, parents: list[Path], peft_spec, precision,
-                         device) -> bool:
+def precompute_reference(method, handle, datamodule: ViewDataModule, parents: list[Path], model_spec, peft_spec,
+                         precision, device) -> bool:
     """`method.precompute_ref=true`: attach cached (or once-computed) reference log-probs to every example."""
     splits = {"train": datamodule.train_examples, "val": datamodule.val_examples}
     load = {"peft": peft_spec.name, "quantize": getattr(peft_spec, "quantize", None),
+            "double_quant": getattr(peft_spec, "double_quant", None),
             "compute_dtype": getattr(peft_spec, "compute_dtype", None), "precision": precision.trainer,
-            "weights_dtype": precision.weights_dtype}
+            "weights_dtype": precision.weights_dtype, "revision": model_spec.revision,
+            "attn_implementation": model_spec.attn_implementation, "average_logps": method.average_logps}
     key = reference_cache.cache_key(method, handle, parents, load, splits)
     return reference_cache.attach(method, handle, splits, key, reference_cache.cache_folder(method.ref_cache),
                                   datamodule.batch_size, device, autocast_dtype(precision.trainer))
@@ -97,6 +99,7 @@ def run(cfg: DictConfig) -> dict:
     precision, data_spec, eval_spec = instantiate(cfg.precision), instantiate(cfg.data), instantiate(cfg.evaluation)
     method_factory = instantiate(cfg.method)
     method_cls = method_factory.func
+    method_cls.check_config(**method_factory.keywords)
     optimizer, scheduler = instantiate(cfg.optim), instantiate(cfg.schedule)
     check_factories(optimizer, scheduler)
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
@@ -112,7 +115,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = ViewDataModule(rows, renderer, data_spec.batch_size, cfg.trainer.accumulate_grad_batches,
                                 cfg.seed, data_spec.num_workers, view=method_cls.view)
     datamodule.setup("fit")
-    if trainer.fit_loop.max_epochs == -1:  # max_steps decides: as many epochs as it needs (and a finite progress bar)
+    if trainer.fit_loop.max_epochs == -1 and trainer.max_steps > 0:  # as many epochs as max_steps needs (a finite bar)
         trainer.fit_loop.max_epochs = -(-trainer.max_steps // datamodule.windows_per_epoch)
     trainable, total = handle.parameter_counts()
     log.info("parameters: %.2fM trainable of %.1fM (%.2f%%)", trainable / 1e6, total / 1e6, 100 * trainable / total)
@@ -127,7 +130,7 @@ def run(cfg: DictConfig) -> dict:
     method = method_factory(handle=handle, optimizer=optimizer, scheduler=scheduler,
                             gradient_clip_val=cfg.trainer.gradient_clip_val)
     if getattr(method, "precompute_ref", False):
-        precompute_reference(method, handle, datamodule, parents, peft_spec, precision, device)
+        precompute_reference(method, handle, datamodule, parents, model_spec, peft_spec, precision, device)
     fit_started = time.perf_counter()
     trainer.fit(method, datamodule=datamodule)
     fit_seconds = time.perf_counter() - fit_started

@@ -58,9 +58,8 @@ def test_the_reference_after_init_from_is_the_parent_model(make_cfg, tmp_path, p
     assert ancestors == [saved]
     spec = models.LoraSpec() if peft == "lora" else models.FullSpec()
     _, contexts = models_to_score(TINY, spec, FP32, dpo_saved, torch.device("cpu"), ancestors)
-    if peft == "lora":
-        with contexts["base"]() as base:
-            torch.testing.assert_close(logits(base), parent_logits, rtol=0, atol=1e-5)
+    with contexts["base"]() as base:
+        torch.testing.assert_close(logits(base), parent_logits, rtol=0, atol=1e-5)
 
 
 def test_init_from_a_folder_that_is_not_a_finished_run_names_what_is_missing(make_cfg, tmp_path):

@@ -70,3 +70,18 @@ def test_kto_windows_never_hold_a_single_row():
     windows = LengthGroupedWindows(list(range(9)), window_size=4, seed=0, group_windows=16, min_size=2).windows(0)
     assert sorted(len(w) for w in windows) == [4, 5]  # 9 rows: the lone ninth joins a window of 4
     assert sorted(i for w in windows for i in w) == list(range(9))
+
+
+@pytest.mark.parametrize("option, message", [("method.beta=0", "method.beta=0: must be positive"),
+                                             ("+method.precompute_ref=true", "KTO: got an unexpected keyword")])
+def test_bad_method_options_fail_before_the_model_loads(make_cfg, tmp_path, monkeypatch, option, message):
+    from llmft import models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the method's options were checked")
+
+    monkeypatch.setattr(models, "build", no_loading)
+    method = "dpo" if "beta" in option else "kto"
+    with pytest.raises(ValueError, match=message):
+        run(make_cfg(*FAST, f"method={method}", option))
+    assert written(tmp_path) == set()

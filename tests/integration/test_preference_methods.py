@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import math
 
+import lightning as L
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "reward
 # TRL's names for each method's logged metrics (under train/ and val/)
 METRICS = {
     "dpo": PAIR_METRICS, "ipo": PAIR_METRICS, "hinge": PAIR_METRICS, "simpo": PAIR_METRICS,
-    "orpo": (*PAIR_METRICS, "nll_loss", "log_odds_ratio"),
+    "orpo": (*PAIR_METRICS, "nll_loss", "log_odds_ratio", "log_odds_chosen"),
     "kto": ("rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "kl"),
     "reward": ("accuracy", "rewards/chosen", "rewards/rejected", "rewards/margins"),
 }
@@ -40,7 +41,11 @@ def test_preference_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_p
     from llmft import models
 
     cfg = make_cfg(*FAST, f"method={method}", f"peft={peft}")
-    before = snapshot(models.build(instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision)).model)
+    L.seed_everything(cfg.seed, workers=True)  # as run() does: the same initial adapters and head
+    built = models.build(instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision),
+                         head=instantiate(cfg.method).func.head)
+    before = snapshot(built.model)
+    head_before = snapshot(built.head) if built.head is not None else {}
     result = run(cfg)
     handle = result["handle"]
     after = snapshot(handle.model)
@@ -51,7 +56,7 @@ def test_preference_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_p
         assert {n: torch.equal(p, before[n]) for n, p in snapshot(handle.frozen_copy).items()} == \
             {n: True for n in before}
     if handle.head is not None:  # the reward model's score head trains too, and is saved
-        assert all(p.requires_grad for p in handle.head.parameters())
+        assert head_before and all(not torch.equal(p, head_before[n]) for n, p in snapshot(handle.head).items())
         saved = tmp_path / "checkpoints" / ("model" if peft == "full" else "adapter") / "score_head.safetensors"
         assert saved.is_file()
     rows = logged(tmp_path)

@@ -69,3 +69,19 @@ def test_errors_name_the_field():
         to_chat({"messages": [{"role": "user", "content": "x"}]}, "chat", "f")
     with pytest.raises(DataFormatError, match="data.format=prompt has no responses"):
         to_chat({"prompt": "x"}, "prompt", "f")
+
+
+def test_every_view_holds_out_the_same_rows_of_a_file(tmp_path):
+    """The split is taken on the file's rows, before conversion: KTO's validation rows (two per
+    preference row) and the chat rows evaluation reads come from the same held-out rows."""
+    import json
+
+    from llmft.data.datamodule import DataSpec, load_rows
+
+    rows = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(20)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = DataSpec(source="file", path=str(path), format="preference", val_fraction=0.25)
+    prompts = {view: {r["prompt"][0]["content"] if view != "chat" else r["messages"][0]["content"]
+                      for r in load_rows(spec, view, seed=3).val} for view in ("chat", "pair", "unpaired")}
+    assert len(prompts["chat"]) == 5 and prompts["chat"] == prompts["pair"] == prompts["unpaired"]

@@ -64,16 +64,19 @@ def load_rows(spec: DataSpec, view: str, seed: int) -> Rows:
         train, val = (tasks.load_bundled(bundled, s) for s in ("train", "val"))
         dropped: Counter = Counter()
     else:
-        train, dropped = formats.convert(formats.read_rows(spec.path), spec.format, view, spec.path)
-        files = [Path(spec.path)]
+        # Split the file's rows before converting them: every view (and the chat view evaluation
+        # reads) then holds out the same rows, whatever the conversion adds or drops.
+        raw, files = formats.read_rows(spec.path), [Path(spec.path)]
         if spec.val_path:
-            val, val_dropped = formats.convert(formats.read_rows(spec.val_path), spec.format, view, spec.val_path)
-            dropped += val_dropped
+            raw_val = formats.read_rows(spec.val_path)
             files.append(Path(spec.val_path))
         else:
-            shuffled = random.Random(seed).sample(train, len(train))
-            n_val = int(round(len(train) * spec.val_fraction)) if len(train) > 1 else 0
-            val, train = shuffled[:n_val], shuffled[n_val:]
+            shuffled = random.Random(seed).sample(raw, len(raw))
+            n_val = int(round(len(raw) * spec.val_fraction)) if len(raw) > 1 else 0
+            raw_val, raw = shuffled[:n_val], shuffled[n_val:]
+        train, dropped = formats.convert(raw, spec.format, view, spec.path)
+        val, val_dropped = formats.convert(raw_val, spec.format, view, spec.val_path or spec.path)
+        dropped += val_dropped
     if spec.limit_train is not None:
         train = random.Random(seed).sample(train, min(spec.limit_train, len(train)))
     return Rows(train=train, val=val, files=files, dropped=dropped)

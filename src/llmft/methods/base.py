@@ -28,6 +28,7 @@ gradients under fp16 and limit the true norm to clip / loss_scale).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -80,6 +81,14 @@ class ObjectiveModule(L.LightningModule):
         self._step_started: float | None = None
         self._grad_norm: torch.Tensor | None = None
         self._val_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))
+
+    @classmethod
+    def check_config(cls, **options: Any) -> None:
+        """Fail on a bad `method.*` option before any model is loaded (unknown names, bad values)."""
+        try:
+            inspect.signature(cls).bind_partial(**options)
+        except TypeError as err:
+            raise ValueError(f"method {cls.__name__}: {err} (see conf/method/ for its options)") from None
 
     # -- what a subclass provides -----------------------------------------------------------
     def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, torch.Tensor | int, Metrics]:
@@ -196,7 +205,12 @@ class BetaObjective(ObjectiveModule):
                  scheduler: SchedulerFactory | None = None, gradient_clip_val: float | None = 1.0,
                  disable_dropout: bool = True):
         super().__init__(handle, optimizer, scheduler, gradient_clip_val, disable_dropout)
-        if beta <= 0:
-            raise ValueError(f"method.beta={beta}: must be positive")
+        self.check_config(beta=beta)
         self.loss = loss
         self.beta = beta
+
+    @classmethod
+    def check_config(cls, **options: Any) -> None:
+        super().check_config(**options)
+        if "beta" in options and not options["beta"] > 0:
+            raise ValueError(f"method.beta={options['beta']}: must be positive")

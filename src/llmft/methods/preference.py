@@ -43,8 +43,10 @@ class DPO(PairwiseObjective):
     needs_reference = True
     REFERENCE_FIELDS = ("ref_chosen_logps", "ref_rejected_logps")
 
-    def __init__(self, *args, precompute_ref: bool = False, ref_cache: str | None = None, **kwargs):
+    def __init__(self, *args, average_logps: bool = False, precompute_ref: bool = False, ref_cache: str | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.average_logps = average_logps  # IPO: length-averaged log-probs for policy and reference alike
         self.precompute_ref = precompute_ref
         self.ref_cache = ref_cache
 
@@ -52,11 +54,14 @@ class DPO(PairwiseObjective):
     def reference_values(self, micro: dict) -> dict[str, torch.Tensor]:
         """The reference's per-pair log-probs of a micro-batch: what `precompute_ref` caches."""
         with self.reference() as reference:
-            rc, rr = pair_logp_sums(reference, micro)[0].chunk(2)
-        return dict(zip(self.REFERENCE_FIELDS, (rc, rr)))
+            sums, counts = pair_logp_sums(reference, micro)
+        values = sums / counts if self.average_logps else sums
+        return dict(zip(self.REFERENCE_FIELDS, values.chunk(2)))
 
     def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, int, Metrics]:
         pc, pr, nc, nr = self.policy_logps(micro)
+        if self.average_logps:
+            pc, pr = pc / nc, pr / nr
         cached = micro if self.REFERENCE_FIELDS[0] in micro else self.reference_values(micro)
         rc, rr = (cached[k].to(pc) for k in self.REFERENCE_FIELDS)
         losses, chosen_rewards, rejected_rewards = self.loss(pc, pr, rc, rr, beta=self.beta)
@@ -86,7 +91,8 @@ class ORPO(PairwiseObjective):
         n = pc.shape[0]
         metrics = pair_metrics(pc, pr, chosen_rewards, rejected_rewards, nc, nr)
         metrics["nll_loss"] = (nll.detach().sum(), n)
-        metrics["log_odds_ratio"] = (log_odds.sum(), n)
+        metrics["log_odds_ratio"] = (torch.nn.functional.logsigmoid(log_odds).sum(), n)  # TRL's names
+        metrics["log_odds_chosen"] = (log_odds.sum(), n)
         return (nll + odds_losses).sum(), n, metrics
 
 

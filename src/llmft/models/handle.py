@@ -113,9 +113,11 @@ class ModelHandle:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
     def parameter_counts(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts."""
-        total = sum(p.numel() for p in self.model.parameters())
-        return sum(p.numel() for p in self.trainable_parameters().values()), total
+        """(trainable, total) parameter counts, the head included."""
+        modules = [m for m in (self.model, self.head) if m is not None]
+        total = sum(p.numel() for m in modules for p in m.parameters())
+        trainable = sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+        return trainable, total
 
     def save(self, out_dir: str | Path) -> Path:
         """Write the adapter (PEFT) or the whole model (full) as safetensors, with the tokenizer and a
