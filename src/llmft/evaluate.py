@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from omegaconf import DictConfig, OmegaConf
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from llmft.data import tasks
 from llmft.data.collate import pad_batch
@@ -226,17 +226,26 @@ def run(cfg: DictConfig) -> dict:
         train_cfg, saved = cfg, None
     model_spec, peft_spec = instantiate(train_cfg.model), instantiate(train_cfg.peft)
     precision, data_spec = instantiate(train_cfg.precision), instantiate(train_cfg.data)
+    method_cls = get_class(train_cfg.method._target_) if cfg.run_dir else None
+    head = getattr(method_cls, "head", None)
     rows = load_rows(data_spec, "chat", train_cfg.seed)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer, contexts = models_to_score(model_spec, peft_spec, precision, saved, device, ancestors)
+    dtype = autocast_dtype(precision.trainer)
+    tokenizer, contexts, tuned = models_to_score(model_spec, peft_spec, precision, saved, device, ancestors, head)
     renderer = ChatRenderer(tokenizer, data_spec.max_length)
-    val_examples, _ = encode_rows(rows.val, renderer)
-    evaluator = Evaluator(renderer, spec, val_examples, autocast_dtype(precision.trainer))
+    if head == "score":  # a reward model: pairwise accuracy of its trained head (the base has none)
+        evaluator, contexts = PairwiseEvaluator(renderer, spec, score_margin(tuned.head), dtype), {"tuned": tuned.merged}
+    else:
+        evaluator = Evaluator(renderer, spec, encode_rows(rows.val, renderer)[0], dtype)
     reports, records = {}, {}
     for name, context in contexts.items():
         with context() as model:
             reports[name], records[name] = evaluator(model, name)
+    if method_cls is not None and method_cls.view == "pair" and method_cls.needs_reference:  # DPO family
+        reference = tuned.reference if tuned.is_peft else contexts["base"]
+        implicit = PairwiseEvaluator(renderer, spec, implicit_reward_margin(reference), dtype)
+        reports["tuned"]["pairwise_accuracy"] = implicit(tuned.model, "tuned")[0]["pairwise_accuracy"]
     write_results(out_dir, reports, records)
     write_json_atomic(out_dir / "eval_card.json", {
         "command": run_card.command_line("eval.py"),
@@ -252,23 +261,24 @@ def run(cfg: DictConfig) -> dict:
 
 
 def models_to_score(model_spec, peft_spec, precision, saved: Path | None, device: torch.device,
-                    ancestors: list[Path] = ()) -> tuple[object, dict[str, Callable]]:
-    """(tokenizer, {name: context manager factory yielding the model}) for the base model and, for a
-    run, the fine-tuned one, placed on `device`. A PEFT run is loaded once: its base is the same
+                    ancestors: list[Path] = (), head: str | None = None) -> tuple[object, dict[str, Callable], object]:
+    """(tokenizer, {name: context manager factory yielding the model}, the run's handle or None) for the
+    base model and, for a run, the fine-tuned one (with its saved head), placed on `device`. A PEFT run is loaded once: its base is the same
     module with the adapter disabled (on the same 4-bit base for QLoRA): the model it started from,
     which for a run started `init_from=` another is that parent (`ancestors`, merged in)."""
     from llmft import models
 
-    tuned = models.load_finished(saved, model_spec, peft_spec, precision, ancestors) if saved is not None else None
+    tuned = (models.load_finished(saved, model_spec, peft_spec, precision, ancestors, head)
+             if saved is not None else None)
     if tuned is not None and tuned.is_peft:
         tuned.place(device)
-        return tuned.tokenizer, {"base": tuned.initial, "tuned": tuned.merged}
+        return tuned.tokenizer, {"base": tuned.initial, "tuned": tuned.merged}, tuned
     base = models.build(model_spec, models.FullSpec(), precision, lineage=ancestors)  # the run's starting point
     base.place(device)
     if tuned is None:
-        return base.tokenizer, {"base": base.merged}
+        return base.tokenizer, {"base": base.merged}, None
     tuned.place(device)
-    return base.tokenizer, {"base": base.merged, "tuned": tuned.merged}
+    return base.tokenizer, {"base": base.merged, "tuned": tuned.merged}, tuned
 
 
 def autocast_dtype(trainer_precision: str) -> torch.dtype | None:

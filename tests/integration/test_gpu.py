@@ -22,7 +22,7 @@ def test_tuned_evaluation_runs_on_the_training_device(make_cfg, peft):
 def test_eval_py_scores_on_the_gpu(tmp_path):
     spec, fp32 = models.ModelSpec("llmft:tiny"), models.PrecisionSpec("32-true")
     saved = models.build(spec, models.LoraSpec(), fp32).save(tmp_path)
-    _, contexts = models_to_score(spec, models.LoraSpec(), fp32, saved, torch.device("cuda"))
+    _, contexts, _ = models_to_score(spec, models.LoraSpec(), fp32, saved, torch.device("cuda"))
     for name, context in contexts.items():
         with context() as model:
             assert {p.device.type for p in model.parameters()} == {"cuda"}, name

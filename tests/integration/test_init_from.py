@@ -57,7 +57,7 @@ def test_the_reference_after_init_from_is_the_parent_model(make_cfg, tmp_path, p
     *ancestors, dpo_saved = lineage(finished_run(tmp_path / "dpo"))
     assert ancestors == [saved]
     spec = models.LoraSpec() if peft == "lora" else models.FullSpec()
-    _, contexts = models_to_score(TINY, spec, FP32, dpo_saved, torch.device("cpu"), ancestors)
+    _, contexts, _ = models_to_score(TINY, spec, FP32, dpo_saved, torch.device("cpu"), ancestors)
     with contexts["base"]() as base:
         torch.testing.assert_close(logits(base), parent_logits, rtol=0, atol=1e-5)
 
@@ -93,7 +93,7 @@ def test_qlora_from_an_adapter_run_keeps_the_parent_adapter_frozen_and_as_the_re
     assert saved and not any("parent" in k for k in saved)  # only the trained adapter is saved
 
     *ancestors, dpo_saved = lineage(finished_run(tmp_path / "dpo"))
-    _, contexts = models_to_score(TINY, qlora, FP32, dpo_saved, torch.device("cpu"), ancestors)
+    _, contexts, _ = models_to_score(TINY, qlora, FP32, dpo_saved, torch.device("cpu"), ancestors)
     with contexts["base"]() as base:
         torch.testing.assert_close(logits(base), parent_logits, rtol=0, atol=1e-5)
     with contexts["tuned"]() as tuned:

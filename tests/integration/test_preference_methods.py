@@ -94,3 +94,27 @@ def test_pairwise_accuracy_on_held_out_pairs_is_reported_and_logged(make_cfg, tm
     header = set(logged(tmp_path)[0])
     assert "eval/tuned/pairwise_accuracy/overall" in header
     assert ("eval/base/exact_match/overall" in header) is (method == "dpo")
+
+
+@pytest.mark.parametrize("method", ["dpo", "reward"])
+def test_eval_py_scores_a_run_the_way_its_method_needs(make_cfg, tmp_path, method):
+    """eval.py run_dir=: the reward model's saved head scores pairs; DPO adds its implicit reward."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from llmft import evaluate
+
+    cfg = make_cfg("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=1", "data.limit_train=4",
+                   "data.batch_size=4", f"method={method}")
+    cfg.paths.output_dir = str(tmp_path / "run")
+    run(cfg)
+    (tmp_path / "run" / ".hydra").mkdir()  # what Hydra writes for `python train.py`
+    OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    eval_cfg = make_cfg(f"run_dir={tmp_path / 'run'}", "evaluation.limit=2", "evaluation.max_new_tokens=2", name="eval")
+    eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    reports = evaluate.run(eval_cfg)
+    assert reports == json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert 0 <= reports["tuned"]["pairwise_accuracy"]["overall"] <= 1
+    assert set(reports) == ({"tuned"} if method == "reward" else {"base", "tuned"})
+    assert ("exact_match" in reports["tuned"]) is (method == "dpo")

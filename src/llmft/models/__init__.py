@@ -9,7 +9,7 @@ import torch
 from llmft.models import provenance
 from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer, local_folder
 from llmft.models.handle import ModelHandle
-from llmft.models.heads import build_head
+from llmft.models.heads import build_head, load_head
 from llmft.models.adapters import FullSpec, LoraSpec, PeftSpec, load_adapter, quantization_config, wrap
 
 __all__ = ["ModelSpec", "PrecisionSpec", "FullSpec", "LoraSpec", "ModelHandle", "build", "load_finished"]
@@ -65,9 +65,17 @@ def describe_base(model: ModelSpec) -> provenance.BaseModel:
 
 
 def load_finished(saved: str | Path, model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec,
-                  lineage: Sequence[Path] = ()) -> ModelHandle:
+                  lineage: Sequence[Path] = (), head: str | None = None) -> ModelHandle:
     """Rebuild a fine-tuned model from the folder `ModelHandle.save` wrote (`.../adapter` or `.../model`),
-    on the model its lineage (`init_from=` parents, oldest first) started from."""
+    on the model its lineage (`init_from=` parents, oldest first) started from, with its saved head."""
+    handle = _load_finished(Path(saved), model, peft, precision, lineage)
+    if head is not None:
+        handle.head, handle.head_kind = load_head(head, saved, handle.model.config.hidden_size), head
+    return handle
+
+
+def _load_finished(saved: Path, model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec,
+                   lineage: Sequence[Path]) -> ModelHandle:
     saved = Path(saved)
     base_info = describe_base(model)
     provenance.check_base(saved, base_info)  # warns when this machine's base has other weights
