@@ -24,7 +24,7 @@ class PairwiseObjective(BetaObjective):
     view = "pair"
 
     def normaliser(self, micro: dict) -> int:
-        return int(micro["chosen_input_ids"].shape[0])
+        return count_pairs(micro)
 
     def policy_logps(self, micro: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(chosen sums, rejected sums, chosen token counts, rejected token counts) under the policy."""
@@ -94,6 +94,11 @@ class ORPO(PairwiseObjective):
         metrics["log_odds_ratio"] = (torch.nn.functional.logsigmoid(log_odds).sum(), n)  # TRL's names
         metrics["log_odds_chosen"] = (log_odds.sum(), n)
         return (nll + odds_losses).sum(), n, metrics
+
+
+def count_pairs(micro: dict) -> int:
+    """The normaliser of every pairwise objective: one unit per pair."""
+    return int(micro["chosen_input_ids"].shape[0])
 
 
 def pair_metrics(pc: torch.Tensor, pr: torch.Tensor, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from llmft.methods.base import Metrics, ObjectiveModule
+from llmft.methods.preference import count_pairs
 from llmft.models.forward import pair_scores
 from llmft.models.handle import ModelHandle
 
@@ -26,7 +27,7 @@ class RewardModel(ObjectiveModule):
         self.margin = margin
 
     def normaliser(self, micro: dict) -> int:
-        return int(micro["chosen_input_ids"].shape[0])
+        return count_pairs(micro)
 
     def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, int, Metrics]:
         chosen, rejected = pair_scores(self.model, self.scalar_head, micro).float().chunk(2)

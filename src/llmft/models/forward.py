@@ -38,16 +38,20 @@ def sequence_logp_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     return sums, (labels[:, 1:] != IGNORE_INDEX).sum(-1)
 
 
-def pair_logp_sums(model: torch.nn.Module, micro: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """`sequence_logp_sums` of the chosen rows then the rejected rows ([2B] each), in one forward pass
-    over both (padded to one width): the policy sees chosen and rejected in the same batch."""
+def concat_pair(micro: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The chosen rows then the rejected rows of a pair micro-batch as one batch ([2B], one width).
+    Padded positions are masked out of attention and labels, so any id does there."""
     width = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
-    # padded positions are masked out of attention and labels, so any id does there
     fills = {"input_ids": 0, "attention_mask": 0, "labels": IGNORE_INDEX}
-    both = {key: torch.cat([F.pad(micro[f"{side}_{key}"], (0, width - micro[f"{side}_{key}"].shape[1]), value=fill)
+    return {key: torch.cat([F.pad(micro[f"{side}_{key}"], (0, width - micro[f"{side}_{key}"].shape[1]), value=fill)
                             for side in ("chosen", "rejected")])
             for key, fill in fills.items()}
-    return sequence_logp_sums(model, both)
+
+
+def pair_logp_sums(model: torch.nn.Module, micro: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logp_sums` of the chosen rows then the rejected rows ([2B] each), in one forward pass
+    over both: the policy sees chosen and rejected in the same batch."""
+    return sequence_logp_sums(model, concat_pair(micro))
 
 
 
@@ -63,7 +67,5 @@ def last_token_scores(model: torch.nn.Module, head: torch.nn.Module, input_ids: 
 
 def pair_scores(model: torch.nn.Module, head: torch.nn.Module, micro: dict[str, torch.Tensor]) -> torch.Tensor:
     """`last_token_scores` of the chosen rows then the rejected rows ([2B]) in one forward pass."""
-    width = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
-    ids, mask = (torch.cat([F.pad(micro[f"{side}_{key}"], (0, width - micro[f"{side}_{key}"].shape[1]))
-                            for side in ("chosen", "rejected")]) for key in ("input_ids", "attention_mask"))
-    return last_token_scores(model, head, ids, mask)
+    both = concat_pair(micro)
+    return last_token_scores(model, head, both["input_ids"], both["attention_mask"])
