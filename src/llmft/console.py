@@ -16,6 +16,9 @@ UNACTIONABLE_WARNINGS = (
     (FutureWarning, r"`gradient_checkpointing_enable` is deprecated"),  # peft's prepare_model_for_kbit_training
     # Lightning's CSV logger: Hydra's run folder always holds .hydra/ and the log file already
     (UserWarning, r"Experiment logs directory .* exists and is not empty"),
+    # Lightning, at fit start: the frozen reference model (and a frozen parent) stays in eval mode on
+    # purpose; methods/base.py puts the policy in train mode at every step (tests/integration/test_training_loop.py)
+    (UserWarning, r"Found \d+ module\(s\) in eval mode at the start of training"),
     # Lightning's own use of torch's pytree API
     (Warning, r".*isinstance\(treespec, LeafSpec\)` is deprecated"),
 )

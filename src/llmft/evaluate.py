@@ -20,6 +20,7 @@ from llmft.data.templates import ChatRenderer
 from llmft.metrics.exact_match import exact_match_by_task
 from llmft.metrics.perplexity import perplexity
 from llmft.models.decoding import generate_greedy
+from llmft.models.forward import eval_mode
 from llmft.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,13 @@ class EvalSpec:
     batch_size: int = 64  # prompts per generation batch (one batch per task of the suite)
     max_new_tokens: int = 64  # cap; each task has its own smaller budget (tasks.MAX_NEW_TOKENS)
     base: bool = True  # train.py: also evaluate the model before training, for the comparison table
+    implicit_reward_limit: int | None = 20  # DPO family: held-out pairs per task for the implicit reward's accuracy
 
 
-def suite_rows(spec: EvalSpec, view: str = "chat") -> list[dict]:
-    """The suite's rows of `view` for the evaluated split, tasks and per-task limit."""
+def suite_rows(spec: EvalSpec, view: str = "chat", limit: int | None = None) -> list[dict]:
+    """The suite's rows of `view` for the evaluated split and tasks, at most `spec.limit` per task
+    (and at most `limit`, where given)."""
+    limit = min((n for n in (spec.limit, limit) if n is not None), default=None)
     rows = tasks.load_bundled(view, spec.split)
     wanted = spec.tasks or list(tasks.TASK_NAMES)
     unknown = sorted(set(wanted) - set(tasks.TASK_NAMES))
@@ -47,7 +51,7 @@ def suite_rows(spec: EvalSpec, view: str = "chat") -> list[dict]:
         raise ValueError(f"evaluation.tasks: unknown {unknown}; the suite has {list(tasks.TASK_NAMES)}")
     kept, seen = [], {t: 0 for t in wanted}
     for row in rows:
-        if row["task"] in seen and (spec.limit is None or seen[row["task"]] < spec.limit):
+        if row["task"] in seen and (limit is None or seen[row["task"]] < limit):
             seen[row["task"]] += 1
             kept.append(row)
     return kept
@@ -97,29 +101,26 @@ class PairwiseEvaluator:
 
     metric = "pairwise_accuracy"
 
-    def __init__(self, renderer: ChatRenderer, spec: EvalSpec, margin: Margin, autocast_dtype=None):
+    def __init__(self, renderer: ChatRenderer, spec: EvalSpec, margin: Margin, autocast_dtype=None,
+                 limit: int | None = None):
         from llmft.data.encoders import encode_pair
 
         self.margin = margin
         self.autocast_dtype = autocast_dtype
-        encoded = [(row, encode_pair(row, renderer)) for row in suite_rows(spec, "preference")]
+        encoded = [(row, encode_pair(row, renderer)) for row in suite_rows(spec, "preference", limit)]
         self.examples = [(row, ex) for row, ex in encoded if isinstance(ex, dict)]
         self.batches = [pad_batch([ex for _, ex in self.examples[i : i + PPL_BATCH]], renderer.tokenizer.pad_token_id)
                         for i in range(0, len(self.examples), PPL_BATCH)]
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, name: str) -> tuple[dict, list[dict]]:
-        was_training = model.training
-        model.eval()
         device = next(model.parameters()).device
         margins = []
-        try:
+        with eval_mode(model):
             for batch in tqdm(self.batches, desc=f"pairs {name}", unit="batch"):
                 batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
                 with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                     margins += self.margin(model, batch).float().tolist()
-        finally:
-            model.train(was_training)
         records = [{"id": row["id"], "task": row["task"], "margin": m, "correct": m > 0}
                    for (row, _), m in zip(self.examples, margins)]
         report = {self.metric: exact_match_by_task([r["task"] for r in records], [r["correct"] for r in records]),
@@ -148,6 +149,16 @@ def implicit_reward_margin(reference: Callable) -> Margin:
             ref_c, ref_r = pair_logp_sums(ref, batch)[0].chunk(2)
         return (policy_c - ref_c) - (policy_r - ref_r)
     return margin
+
+
+def implicit_reward_accuracy(policy: torch.nn.Module, reference: Callable, renderer: ChatRenderer, spec: EvalSpec,
+                             autocast_dtype=None) -> dict[str, float]:
+    """DPO family: pairwise accuracy of the implicit reward on `spec.implicit_reward_limit` held-out pairs a
+    task (a policy and a reference forward each, so it is capped: 20 a task costs about as much as the
+    generation suite on 2 CPU cores)."""
+    evaluator = PairwiseEvaluator(renderer, spec, implicit_reward_margin(reference), autocast_dtype,
+                                  limit=spec.implicit_reward_limit)
+    return evaluator(policy, "tuned")[0]["pairwise_accuracy"]
 
 
 SAMPLES_PER_TASK = 2  # generations shown per task and model in the loggers' sample table
@@ -244,8 +255,7 @@ def run(cfg: DictConfig) -> dict:
             reports[name], records[name] = evaluator(model, name)
     if method_cls is not None and method_cls.view == "pair" and method_cls.needs_reference:  # DPO family
         reference = tuned.reference if tuned.is_peft else contexts["base"]
-        implicit = PairwiseEvaluator(renderer, spec, implicit_reward_margin(reference), dtype)
-        reports["tuned"]["pairwise_accuracy"] = implicit(tuned.model, "tuned")[0]["pairwise_accuracy"]
+        reports["tuned"]["pairwise_accuracy"] = implicit_reward_accuracy(tuned.model, reference, renderer, spec, dtype)
     write_results(out_dir, reports, records)
     write_json_atomic(out_dir / "eval_card.json", {
         "command": run_card.command_line("eval.py"),

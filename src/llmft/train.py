@@ -14,7 +14,7 @@ from llmft import models, reference_cache, run_card
 from llmft.console import quiet_console
 from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
-from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format_table, implicit_reward_margin,
+from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format_table, implicit_reward_accuracy,
                             log_reports, score_margin, write_results)
 from llmft.runs import finished_run, lineage
 from llmft.utils import write_json_atomic
@@ -53,14 +53,21 @@ def chat_val_examples(datamodule: ViewDataModule, data_spec, renderer: ChatRende
     return encode_rows(load_rows(data_spec, "chat", seed).val, renderer)[0]
 
 
-def parent_lineage(init_from: str, model_spec) -> list[Path]:
+def parent_lineage(init_from: str, model_spec, peft_spec) -> list[Path]:
     """The saved folders `init_from=<run>` starts from (oldest first); the run must have trained the
-    same base model."""
+    same base model. A parent adapter trained on a 4-bit base and loaded on a full-precision one (or the
+    reverse) is a slightly different model from the one the parent evaluated: said in the log."""
     parent = finished_run(init_from, key="init_from")
     trained_on = parent.config.model.name_or_path
     if trained_on != model_spec.name_or_path:
         raise ValueError(f"init_from={init_from} trained model.name_or_path={trained_on}, this run has "
                          f"{model_spec.name_or_path}: choose the same model (e.g. model.name_or_path={trained_on})")
+    parent_quantize = parent.config.peft.get("quantize")
+    if parent.saved.name == "adapter" and parent_quantize != getattr(peft_spec, "quantize", None):
+        log.warning("init_from: the parent trained its adapter on a %s base, this run (peft=%s) loads a %s base: "
+                    "the starting point (and reference) differs slightly from the parent's evaluated model",
+                    parent_quantize or "full-precision", peft_spec.name,
+                    getattr(peft_spec, "quantize", None) or "full-precision")
     log.info("init_from: starting from %s (%s)", parent.folder, parent.saved.name)
     return lineage(parent)
 
@@ -108,7 +115,7 @@ def run(cfg: DictConfig) -> dict:
                         callbacks=callbacks, default_root_dir=str(out))
     device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
-    parents = parent_lineage(cfg.init_from, model_spec) if cfg.init_from else []
+    parents = parent_lineage(cfg.init_from, model_spec, peft_spec) if cfg.init_from else []
     handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference,
                           head=method_cls.head, lineage=parents)
     renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
@@ -142,10 +149,8 @@ def run(cfg: DictConfig) -> dict:
         with handle.merged() as tuned:
             reports["tuned"], records["tuned"] = evaluator(tuned, "tuned")
         if method_cls.view == "pair" and method_cls.needs_reference:  # DPO family: its implicit reward
-            implicit = PairwiseEvaluator(renderer, eval_spec, implicit_reward_margin(handle.reference),
-                                         autocast_dtype(precision.trainer))
-            report, _ = implicit(handle.model, "tuned")
-            reports["tuned"]["pairwise_accuracy"] = report["pairwise_accuracy"]
+            reports["tuned"]["pairwise_accuracy"] = implicit_reward_accuracy(
+                handle.model, handle.reference, renderer, eval_spec, autocast_dtype(precision.trainer))
         write_results(out, reports, records)
         log_reports(trainer.loggers, reports, trainer.global_step, records)
         print("\n" + format_table(reports) + "\n", flush=True)

@@ -55,3 +55,12 @@ def test_warmup_cosine_schedule():
 def test_exact_match_by_task():
     report = exact_match_by_task(["a", "a", "b", "b", "b"], [True, False, True, True, False])
     assert report == {"overall": 3 / 5, "a": 0.5, "b": 2 / 3}
+
+
+def test_validation_batches_never_leave_a_kto_row_alone():
+    from llmft.data.datamodule import val_batches
+
+    assert val_batches(17, 8) == [list(range(8)), list(range(8, 16)), [16]]
+    assert val_batches(17, 8, min_size=2) == [list(range(8)), list(range(8, 17))]
+    assert val_batches(16, 8, min_size=2) == [list(range(8)), list(range(8, 16))]
+    assert val_batches(1, 8, min_size=2) == [[0]]  # nothing to join: with_mismatched_pairs refuses it

@@ -121,14 +121,14 @@ class WindowCollator:
         return [pad_batch(examples[i : i + size], self.pad_token_id) for i in range(0, len(examples), size)]
 
 
-def with_mismatched_pairs(examples: list[dict], allow_single: bool = False) -> list[dict]:
+def with_mismatched_pairs(examples: list[dict]) -> list[dict]:
     """Add `kl_input_ids` / `kl_labels` to unpaired examples: example i's prompt followed by the
     completion of example i+1 of the same window (KTO's estimate of KL(policy || reference) uses
-    such mismatched pairs, as TRL does). A window of one row has no other completion: an error,
-    unless `allow_single` (validation batches), where the row is paired with itself."""
-    if len(examples) < 2 and not allow_single:
-        raise ValueError("method=kto needs at least 2 rows per optimizer step to pair prompts with other rows' "
-                         "completions (its KL reference point): raise data.batch_size x trainer.accumulate_grad_batches")
+    such mismatched pairs, as TRL does). A window of one row has no other completion: an error."""
+    if len(examples) < 2:
+        raise ValueError("method=kto needs at least 2 rows per optimizer step (and in the validation split) to pair "
+                         "prompts with other rows' completions (its KL reference point): raise data.batch_size x "
+                         "trainer.accumulate_grad_batches")
     paired = []
     for i, example in enumerate(examples):
         other = examples[(i + 1) % len(examples)]

@@ -177,15 +177,26 @@ class ViewDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        min_size = 2 if self.view == "unpaired" else 1
         return DataLoader(
             self.val_examples,
-            batch_size=self.batch_size,
+            batch_sampler=val_batches(len(self.val_examples), self.batch_size, min_size),
             collate_fn=partial(pad_val_batch, pad_token_id=self.pad_token_id, mismatched_pairs=self.view == "unpaired"),
             num_workers=self.num_workers,
         )
 
 
+def val_batches(n: int, batch_size: int, min_size: int = 1) -> list[list[int]]:
+    """Consecutive batches of `batch_size` indices; a last batch under `min_size` rows joins the one
+    before it (KTO pairs each row with another row's completion, so it needs two)."""
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < min_size:
+        last = batches.pop()
+        batches[-1] += last
+    return batches
+
+
 def pad_val_batch(examples: list[dict], pad_token_id: int, mismatched_pairs: bool) -> dict:
     if mismatched_pairs:
-        examples = with_mismatched_pairs(examples, allow_single=True)
+        examples = with_mismatched_pairs(examples)
     return pad_batch(examples, pad_token_id)

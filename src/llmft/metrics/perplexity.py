@@ -7,25 +7,21 @@ from collections.abc import Iterable
 import torch
 
 from llmft.losses import sft_loss_sum
-from llmft.models.forward import supervised_logits
+from llmft.models.forward import eval_mode, supervised_logits
 
 
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], autocast_dtype=None) -> float:
     """exp(total NLL / total supervised tokens): token-weighted over the whole split."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     nll, count = 0.0, 0
-    try:
+    with eval_mode(model):
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 batch_nll, batch_count = sft_loss_sum(*supervised_logits(model, batch))
             nll += float(batch_nll)
             count += int(batch_count)
-    finally:
-        model.train(was_training)
     if count == 0:
         raise ValueError("perplexity: the split has no supervised token")
     return math.exp(nll / count)

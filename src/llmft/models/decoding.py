@@ -5,6 +5,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llmft.models.factory import end_of_turn_ids
+from llmft.models.forward import eval_mode
 
 
 @torch.no_grad()
@@ -18,14 +19,12 @@ def generate_greedy(
     desc: str = "generate",
 ) -> list[str]:
     """Greedy completions of `prompts` (already rendered with the chat template), in input order."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     stop_ids = sorted(end_of_turn_ids(tokenizer))
     outputs: list[str] = [""] * len(prompts)
-    try:
+    with eval_mode(model):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             idx = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in idx)
@@ -45,6 +44,4 @@ def generate_greedy(
                 )
             for row, i in enumerate(idx):
                 outputs[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
-    finally:
-        model.train(was_training)
     return outputs

@@ -1,10 +1,24 @@
 """Forward passes that compute only the logits a loss needs."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
 from llmft.losses import IGNORE_INDEX, token_logps
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Forwards without dropout (evaluation, generation, the reference); the mode it had after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def supervised_positions(labels: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from llmft.models import adapters
+from llmft.models.forward import eval_mode
 from llmft.models.heads import save_head
 from llmft.models.provenance import BaseModel, readme
 
@@ -60,13 +61,13 @@ class ModelHandle:
     def reference(self) -> Iterator[torch.nn.Module]:
         """The reference policy, in eval mode and without gradients (the mode is restored after)."""
         if self.is_peft and adapters.frozen_names(self.model):  # QLoRA over a parent run's adapter
-            with adapters.only_frozen_active(self.model), torch.no_grad(), _eval_mode(self.model):
+            with adapters.only_frozen_active(self.model), torch.no_grad(), eval_mode(self.model):
                 yield self.model
         elif self.is_peft:
-            with self.model.disable_adapter(), torch.no_grad(), _eval_mode(self.model):
+            with self.model.disable_adapter(), torch.no_grad(), eval_mode(self.model):
                 yield self.model
         elif self.frozen_copy is not None:
-            with torch.no_grad(), _eval_mode(self.frozen_copy):
+            with torch.no_grad(), eval_mode(self.frozen_copy):
                 yield self.frozen_copy
         else:
             raise RuntimeError(
@@ -139,13 +140,3 @@ class ModelHandle:
         if self.head is not None:
             save_head(self.head, self.head_kind, target)
         return target
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
