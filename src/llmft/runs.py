@@ -12,6 +12,15 @@ class FinishedRun:
     folder: Path
     config: DictConfig  # the run's resolved training config (.hydra/config.yaml)
     saved: Path  # checkpoints/adapter or checkpoints/model
+    launched_from: Path | None = None  # the folder it was launched from (Hydra's runtime.cwd)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path of this run's config (its `init_from`): relative paths were relative to where the
+        run was launched, which need not be where it is read from now."""
+        path = Path(path).expanduser()
+        if path.is_absolute() or self.launched_from is None or path.exists():
+            return path
+        return self.launched_from / path
 
 
 def finished_run(folder: str | Path, key: str = "run_dir") -> FinishedRun:
@@ -27,7 +36,9 @@ def finished_run(folder: str | Path, key: str = "run_dir") -> FinishedRun:
         raise FileNotFoundError(f"{key}={folder}: no checkpoints/adapter or checkpoints/model (did training finish?)")
     if not (folder / "run_card.json").is_file():
         raise FileNotFoundError(f"{key}={folder}: no run_card.json (the run did not finish)")
-    return FinishedRun(folder, OmegaConf.load(config), saved)
+    hydra = folder / ".hydra" / "hydra.yaml"
+    cwd = OmegaConf.load(hydra).hydra.runtime.get("cwd") if hydra.is_file() else None
+    return FinishedRun(folder, OmegaConf.load(config), saved, Path(cwd) if cwd else None)
 
 
 def lineage(run: FinishedRun) -> list[Path]:
@@ -35,7 +46,7 @@ def lineage(run: FinishedRun) -> list[Path]:
     chain = [run.saved]
     seen = {run.folder.resolve()}
     while run.config.get("init_from"):
-        run = finished_run(run.config.init_from, key="init_from")
+        run = finished_run(run.resolve(run.config.init_from), key="init_from")
         if run.folder.resolve() in seen:
             raise ValueError(f"init_from: {run.folder} is its own ancestor")
         seen.add(run.folder.resolve())
