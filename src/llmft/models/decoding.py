@@ -6,6 +6,7 @@ from tqdm.auto import tqdm
 
 from llmft.models.factory import end_of_turn_ids
 from llmft.models.forward import eval_mode
+from llmft.models.sampling import left_pad
 
 
 @torch.no_grad()
@@ -27,12 +28,8 @@ def generate_greedy(
     with eval_mode(model):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             idx = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros_like(input_ids)
-            for row, i in enumerate(idx):  # left padding: generation continues from the last column
-                input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                attention_mask[row, width - len(encoded[i]) :] = 1
+            input_ids, attention_mask = left_pad([encoded[i] for i in idx], tokenizer.pad_token_id)
+            width = input_ids.shape[1]
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 generated = model.generate(
                     input_ids=input_ids.to(device),
