@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> dict:
 
     evaluator = build_evaluator(cfg, method_cls, handle, renderer, datamodule) if cfg.evaluate else None
     reports, records = {}, {}
-    if evaluator is not None and eval_spec.base:
+    if evaluator is not None and eval_spec.base and method_cls.head != "score":  # a fresh score head ranks at chance
         handle.place(device)
         with handle.initial() as base:
             reports["base"], records["base"] = evaluator(base, "base")

@@ -91,6 +91,7 @@ def test_pairwise_accuracy_on_held_out_pairs_is_reported_and_logged(make_cfg, tm
     assert set(accuracy) == {"overall", *TASK_NAMES} and all(0 <= v <= 1 for v in accuracy.values())
     # the reward model is scored on pairs instead of generations; DPO on both (its implicit reward)
     assert ("exact_match" in report["tuned"]) is (method == "dpo")
+    assert ("base" in report) is (method == "dpo")  # a reward model's untrained head is not scored (as eval.py)
     header = set(logged(tmp_path)[0])
     assert "eval/tuned/pairwise_accuracy/overall" in header
     assert ("eval/base/exact_match/overall" in header) is (method == "dpo")
