@@ -30,7 +30,7 @@ def load_predictions(arg: str) -> dict[str, dict]:
         raise FileNotFoundError(f"{arg}: no {path} (evaluate the run first: python eval.py run_dir={folder})")
     records = {}
     with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+        for line in f:
             if not line.strip():
                 continue
             rec = json.loads(line)
