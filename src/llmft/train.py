@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,12 +26,19 @@ log = logging.getLogger(__name__)
 OWN_TRAINER_KEYS = ("accumulate_grad_batches", "gradient_clip_val")
 
 
-def trainer_kwargs(trainer_cfg: DictConfig) -> dict:
+def trainer_kwargs(trainer_cfg: DictConfig, updates_per_batch: int = 1) -> dict:
     """L.Trainer's arguments from `conf/trainer`. `max_epochs: null` means one epoch, unless
-    `max_steps` is set: then the step count alone decides the run's length."""
+    `max_steps` is set: then the step count alone decides the run's length.
+
+    An online method does `updates_per_batch` optimizer steps per training batch (one rollout each):
+    `trainer.max_steps` counts those iterations, so Lightning, whose `max_steps` and `global_step`
+    count optimizer steps, gets their product; its validation loop is off (the method evaluates a
+    held-out reward itself)."""
     kwargs = {k: v for k, v in OmegaConf.to_container(trainer_cfg).items() if k not in OWN_TRAINER_KEYS}
     if kwargs.get("max_epochs") is None:
         kwargs["max_epochs"] = -1 if (kwargs.get("max_steps") or -1) > 0 else 1
+    if updates_per_batch > 1 and (kwargs.get("max_steps") or -1) > 0:
+        kwargs["max_steps"] *= updates_per_batch
     return kwargs
 
 
@@ -51,6 +59,26 @@ def chat_val_examples(datamodule: ViewDataModule, data_spec, renderer: ChatRende
     if datamodule.view == "chat":
         return datamodule.val_examples
     return encode_rows(load_rows(data_spec, "chat", seed).val, renderer)[0]
+
+
+class OnlineRun:
+    """What the orchestration does differently for an online method (PPO, GRPO, RLOO)."""
+
+    def __init__(self, method_cls, options: dict):
+        self.prompts = method_cls.prompts_per_iteration(**options)  # the training batch: one rollout's prompts
+        self.updates = method_cls.updates_per_iteration(**options)  # optimizer steps per iteration
+
+    @staticmethod
+    def build_reward(reward_cfg: DictConfig, rows, data_spec):
+        """The configured reward, checked against every prompt row before the policy loads."""
+        try:
+            reward = instantiate(reward_cfg)
+        except InstantiationException as err:  # say what the reward said, not how hydra called it
+            raise (err.__cause__ or err) from None
+        source = data_spec.path or "the bundled suite"
+        reward.check_rows(rows.train, f"{source} (training)")
+        reward.check_rows(rows.val, f"{data_spec.val_path or source} (validation)")
+        return reward
 
 
 def parent_lineage(init_from: str, model_spec, peft_spec) -> list[Path]:
@@ -111,19 +139,26 @@ def run(cfg: DictConfig) -> dict:
     check_factories(optimizer, scheduler)
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
-    trainer = L.Trainer(**trainer_kwargs(cfg.trainer), precision=precision.trainer, logger=loggers,
-                        callbacks=callbacks, default_root_dir=str(out))
+    online = OnlineRun(method_cls, method_factory.keywords) if method_cls.generates else None
+    trainer = L.Trainer(**trainer_kwargs(cfg.trainer, online.updates if online else 1), precision=precision.trainer,
+                        logger=loggers, callbacks=callbacks, default_root_dir=str(out),
+                        **({"limit_val_batches": 0} if online else {}))
     device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
+    extra = {}
+    if online:
+        extra["reward"] = online.build_reward(cfg.reward, rows, data_spec)
     parents = parent_lineage(cfg.init_from, model_spec, peft_spec) if cfg.init_from else []
     handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference,
                           head=method_cls.head, lineage=parents)
     renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
-    datamodule = ViewDataModule(rows, renderer, data_spec.batch_size, cfg.trainer.accumulate_grad_batches,
-                                cfg.seed, data_spec.num_workers, view=method_cls.view)
+    batch_size, accumulate = (online.prompts, 1) if online else (data_spec.batch_size, cfg.trainer.accumulate_grad_batches)
+    datamodule = ViewDataModule(rows, renderer, batch_size, accumulate, cfg.seed, data_spec.num_workers,
+                                view=method_cls.view)
     datamodule.setup("fit")
     if trainer.fit_loop.max_epochs == -1 and trainer.max_steps > 0:  # as many epochs as max_steps needs (a finite bar)
-        trainer.fit_loop.max_epochs = -(-trainer.max_steps // datamodule.windows_per_epoch)
+        batches = trainer.max_steps // (online.updates if online else 1)
+        trainer.fit_loop.max_epochs = -(-batches // datamodule.windows_per_epoch)
     trainable, total = handle.parameter_counts()
     log.info("parameters: %.2fM trainable of %.1fM (%.2f%%)", trainable / 1e6, total / 1e6, 100 * trainable / total)
 
@@ -135,7 +170,7 @@ def run(cfg: DictConfig) -> dict:
             reports["base"], records["base"] = evaluator(base, "base")
 
     method = method_factory(handle=handle, optimizer=optimizer, scheduler=scheduler,
-                            gradient_clip_val=cfg.trainer.gradient_clip_val)
+                            gradient_clip_val=cfg.trainer.gradient_clip_val, **extra)
     if getattr(method, "precompute_ref", False):
         precompute_reference(method, handle, datamodule, parents, model_spec, peft_spec, precision, device)
     fit_started = time.perf_counter()
@@ -151,6 +186,8 @@ def run(cfg: DictConfig) -> dict:
         if method_cls.view == "pair" and method_cls.needs_reference:  # DPO family: its implicit reward
             reports["tuned"]["pairwise_accuracy"] = implicit_reward_accuracy(
                 handle.model, handle.reference, renderer, eval_spec, autocast_dtype(precision.trainer))
+        if online and method.heldout and "base" in reports:  # the held-out reward at the start and at the end (DESIGN: eval.json)
+            reports["base"]["reward"], reports["tuned"]["reward"] = method.heldout[0]["reward"], method.heldout[-1]["reward"]
         write_results(out, reports, records)
         log_reports(trainer.loggers, reports, trainer.global_step, records)
         print("\n" + format_table(reports) + "\n", flush=True)
@@ -177,6 +214,7 @@ def run(cfg: DictConfig) -> dict:
         "peak_memory": run_card.peak_memory(),
         "packages": run_card.package_versions(),
         "saved": str(saved.relative_to(out)),
+        **({"heldout_reward": method.heldout} if online else {}),
         "eval": {name: next(r[k]["overall"] for k in ("exact_match", "pairwise_accuracy") if k in r)
                  for name, r in reports.items()},
     }

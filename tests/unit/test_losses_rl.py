@@ -8,7 +8,8 @@ import statistics
 import pytest
 import torch
 
-from llmft.losses import gae, group_advantages, kl_penalty, ppo_policy_loss, ppo_value_loss
+from llmft.losses import (aggregate, gae, group_advantages, kl_penalty, masked_whiten, ppo_policy_loss, ppo_value_loss,
+                          rloo_advantages)
 
 TOL = {"rtol": 1e-6, "atol": 1e-6}
 
@@ -230,3 +231,73 @@ def test_group_advantages_not_divisible() -> None:
         group_advantages(torch.zeros(10), 4)
     with pytest.raises(ValueError, match="group_size"):
         group_advantages(torch.zeros(4), 1)
+
+
+# ---------------------------------------------------------------- rloo, aggregation, whitening
+
+def test_rloo_leave_one_out_by_hand() -> None:
+    # group [1, 0, 0, 1]: A_0 = 1 - (0 + 0 + 1) / 3 = 2/3, A_1 = 0 - 2/3 = -2/3; group [3, 1]: A = [2, -2]
+    got = rloo_advantages(t([1.0, 0.0, 0.0, 1.0]), 4)
+    torch.testing.assert_close(got, t([2 / 3, -2 / 3, -2 / 3, 2 / 3]), **TOL)
+    torch.testing.assert_close(rloo_advantages(t([3.0, 1.0]), 2), t([2.0, -2.0]), **TOL)
+    gen = torch.Generator().manual_seed(3)
+    r = torch.rand(12, generator=gen, dtype=torch.float64)
+    expected = [r[i].item() - statistics.mean(r[(i // 3) * 3 + j].item() for j in range(3) if (i // 3) * 3 + j != i)
+                for i in range(12)]
+    torch.testing.assert_close(rloo_advantages(r, 3), t(expected), **TOL)
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        rloo_advantages(t([1.0, 2.0]), 1)
+    with pytest.raises(ValueError, match="not divisible"):
+        rloo_advantages(t([1.0, 2.0, 3.0]), 2)
+
+
+def test_group_advantages_unscaled() -> None:
+    torch.testing.assert_close(group_advantages(t([1.0, 0.0, 0.0, 1.0]), 2, scale=False), t([0.5, -0.5, -0.5, 0.5]),
+                               **TOL)
+
+
+def test_aggregate_token_and_sequence() -> None:
+    x = t([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    m = t([[1, 1, 0], [1, 0, 0]])
+    total, count = aggregate(x, m, "token")
+    assert total.item() == pytest.approx(1 + 2 + 4) and count.item() == 3
+    total, count = aggregate(x, m, "sequence")
+    assert total.item() == pytest.approx(1.5 + 4.0) and count.item() == 2
+    # micro-batches summed then divided once equal the whole minibatch's mean
+    for level in ("token", "sequence"):
+        whole = aggregate(x, m, level)
+        parts = [aggregate(x[i : i + 1], m[i : i + 1], level) for i in range(2)]
+        assert (sum(p[0] for p in parts) / sum(p[1] for p in parts)).item() == pytest.approx((whole[0] / whole[1]).item())
+    with pytest.raises(ValueError, match="token.*sequence"):
+        aggregate(x, m, "batch")
+    with pytest.raises(ValueError, match="empty mask"):
+        aggregate(x, t([[1, 0, 0], [0, 0, 0]]), "sequence")
+
+
+def test_reduction_none_matches_mean() -> None:
+    gen = torch.Generator().manual_seed(8)
+    logp, old = (-torch.rand(3, 4, generator=gen, dtype=torch.float64) for _ in range(2))
+    adv = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    mask = t([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    per_token, clipped = ppo_policy_loss(logp, old, adv, mask, 0.1, reduction="none")
+    loss, fraction = ppo_policy_loss(logp, old, adv, mask, 0.1)
+    assert (per_token[mask == 0] == 0).all() and (clipped[mask == 0] == 0).all()
+    torch.testing.assert_close(per_token.sum() / mask.sum(), loss, **TOL)
+    torch.testing.assert_close(clipped.sum() / mask.sum(), fraction, **TOL)
+    values, old_values, returns = (torch.randn(3, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    per_token = ppo_value_loss(values, old_values, returns, mask, 0.2, reduction="none")
+    torch.testing.assert_close(per_token.sum() / mask.sum(), ppo_value_loss(values, old_values, returns, mask, 0.2),
+                               **TOL)
+    with pytest.raises(ValueError, match="reduction"):
+        ppo_value_loss(values, old_values, returns, mask, reduction="sum")
+
+
+def test_masked_whiten() -> None:
+    x = t([[1.0, 2.0, 100.0], [3.0, 0.0, 0.0]])
+    m = t([[1, 1, 0], [1, 0, 0]])
+    w = masked_whiten(x, m)
+    kept = [1.0, 2.0, 3.0]
+    mean, var = statistics.mean(kept), statistics.pvariance(kept)
+    torch.testing.assert_close(w, t([[(1 - mean) / math.sqrt(var + 1e-8), (2 - mean) / math.sqrt(var + 1e-8), 0.0],
+                                     [(3 - mean) / math.sqrt(var + 1e-8), 0.0, 0.0]]), **TOL)
+    torch.testing.assert_close(masked_whiten(x, m, shift_mean=False)[m.bool()], w[m.bool()] + mean, **TOL)

@@ -6,7 +6,8 @@ An example is a dict of token lists under prefixed keys, plus `meta` (DESIGN.md 
 ``pair``      chosen_input_ids, chosen_labels,             (only the completion is supervised,
               rejected_input_ids, rejected_labels           not assistant turns of the prompt)
 ``unpaired``  input_ids, labels, desirable, prompt_length  (desirable: the row's label)
-``prompt``    prompt_input_ids                             (ends with the generation prompt)
+``prompt``    prompt_input_ids                             (ends with the generation prompt; meta
+                                                            also holds the prompt messages and tools)
 
 `meta` carries what evaluation and verifiers need (id, task, answer) through the collator as a
 list. An encoder returns the example, or the reason it was dropped (counted by the datamodule).
@@ -65,7 +66,8 @@ def encode_prompt(row: dict, renderer: ChatRenderer) -> Example | str:
     ids = renderer.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) > renderer.max_length:
         return f"prompt longer than data.max_length={renderer.max_length}"
-    return {"prompt_input_ids": ids, "meta": meta(row)}
+    # the messages travel too: a reward model scores the chat `prompt + response`
+    return {"prompt_input_ids": ids, "meta": {**meta(row), "prompt": row["prompt"], "tools": row.get("tools")}}
 
 
 ENCODERS: dict[str, Encoder] = {

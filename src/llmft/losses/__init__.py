@@ -4,7 +4,7 @@ from .kto import kto_loss
 from .logps import IGNORE_INDEX, sequence_logps, token_logps
 from .preference import dpo_loss, hinge_loss, ipo_loss, orpo_loss, simpo_loss
 from .reward import bradley_terry_loss
-from .rl import gae, group_advantages, kl_penalty, ppo_policy_loss, ppo_value_loss
+from .rl import aggregate, gae, group_advantages, kl_penalty, masked_whiten, ppo_policy_loss, ppo_value_loss, rloo_advantages
 from .sft import sft_loss, sft_loss_sum
 
 __all__ = [
@@ -25,4 +25,7 @@ __all__ = [
     "ppo_policy_loss",
     "ppo_value_loss",
     "group_advantages",
+    "rloo_advantages",
+    "aggregate",
+    "masked_whiten",
 ]

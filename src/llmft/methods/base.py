@@ -175,9 +175,13 @@ class ObjectiveModule(L.LightningModule):
         optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         if self.scheduler_factory is None:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self.total_optimizer_steps()
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer, total), "interval": "step"}}
+
+    def total_optimizer_steps(self) -> int:
+        """What the learning-rate schedule spans: one optimizer step per training batch here."""
+        return int(self.trainer.estimated_stepping_batches)
 
     # -- checkpoints hold the trainable parameters only (the frozen base is reloaded) -----------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -83,3 +83,38 @@ def pair_scores(model: torch.nn.Module, head: torch.nn.Module, micro: dict[str, 
     """`last_token_scores` of the chosen rows then the rejected rows ([2B]) in one forward pass."""
     both = concat_pair(micro)
     return last_token_scores(model, head, both["input_ids"], both["attention_mask"])
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as `generate()` numbers a left-padded prompt."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_forward(model: torch.nn.Module, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
+                     head: torch.nn.Module | None = None, with_entropy: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(log-probs [B, N], values [B, N] or None, entropy [B, N] or None) of the response tokens
+    `sequences[:, prompt_width:]` (N = width - prompt_width), from one forward over prompt and response.
+
+    Column t is the prediction made at position prompt_width + t - 1, the state before response
+    token t: logits only for those N positions (`logits_to_keep`), the value head on the same
+    hidden states. Rollout scoring and the loss both call this, so old and new log-probs share one
+    layout. Positions count real tokens only (left padding does not shift them). The entropy is
+    detached (a statistic, not a loss term).
+    """
+    n = sequences.shape[1] - prompt_width
+    out = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                logits_to_keep=n + 1, output_hidden_states=head is not None)
+    # logits at positions W-1 .. W+N-1; token_logps pairs logits[:, t - 1] with labels[:, t], so a dummy
+    # first label column lines response token t up with the logits of position W-1+t
+    labels = F.pad(sequences[:, prompt_width:], (1, 0), value=0)
+    logps = token_logps(out.logits, labels)[:, 1:]
+    values = None
+    if head is not None:
+        values = head(out.hidden_states[-1][:, prompt_width - 1 : prompt_width - 1 + n]).float()
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            floats = out.logits[:, :-1].float()
+            entropy = torch.logsumexp(floats, -1) - (floats.softmax(-1) * floats).sum(-1)
+    return logps, values, entropy

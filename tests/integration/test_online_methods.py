@@ -1,0 +1,151 @@
+"""PPO, GRPO and RLOO on the tiny model: what trains, what stays, what is logged, and the layout check."""
+from __future__ import annotations
+
+import csv
+import math
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from llmft import models
+from llmft.methods.online import _prompts
+from llmft.models.forward import response_forward
+from llmft.models.heads import load_head
+from llmft.train import run
+
+# One iteration of 4 responses of at most 6 tokens; the reward prefers short responses, so it varies.
+FAST = ("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=1", "data.limit_train=8",
+        "method.rollout_size=4", "method.micro_batch_size=2", "method.sampling.max_new_tokens=6", "optim.lr=1e-2",
+        "reward=function", "reward.fn=test_online_methods.shorter_is_better")
+GROUPS = {"ppo": 1, "grpo": 2, "rloo": 2}
+LOGGED = ("reward", "reward_std", "kl", "approx_kl", "entropy", "clip_ratio", "completions/mean_length",
+          "completions/stopped", "optimizer_steps", "loss", "grad_norm")
+PPO_LOGGED = ("value/loss", "value/clipfrac", "value/explained_variance", "kl_coef")
+
+
+def shorter_is_better(completions: list[str], meta: list[dict]) -> list[float]:
+    """A reward any random model's responses differ on: minus the response's length in characters."""
+    return [-len(c) / 10 for c in completions]
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def logged(folder) -> list[dict]:
+    with open(folder / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("peft", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("method", list(GROUPS))
+def test_online_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_path, method, peft):
+    # two optimizer steps at least: a fresh LoRA B is zero, so its A first moves in the second step
+    cfg = make_cfg(*FAST, f"method={method}", f"peft={peft}", f"method.group_size={GROUPS[method]}",
+                   "method.minibatches=2")
+    L.seed_everything(cfg.seed, workers=True)  # as run() does: the same initial adapters and head
+    built = models.build(instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision),
+                         head=instantiate(cfg.method).func.head)
+    before = snapshot(built.model)
+    head_before = snapshot(built.head) if built.head is not None else {}
+    result = run(cfg)
+    handle = result["handle"]
+    after = snapshot(handle.model)
+    trainable = {n for n, p in handle.model.named_parameters() if p.requires_grad}
+    changed = {n for n in after if not torch.equal(after[n], before[n])}
+    assert changed == trainable, changed ^ trainable
+    if handle.frozen_copy is not None:  # full fine-tuning: the reference copy never moves
+        assert all(torch.equal(p, before[n]) for n, p in snapshot(handle.frozen_copy).items())
+    rows = logged(tmp_path)
+    train = [r for r in rows if r.get("train/loss")]
+    assert len(train) == 1 and math.isfinite(float(train[0]["train/loss"]))
+    names = LOGGED + (PPO_LOGGED if method == "ppo" else ())
+    assert all(train[0][f"train/{n}"] != "" for n in names), [n for n in names if not train[0][f"train/{n}"]]
+    assert float(train[0]["train/optimizer_steps"]) == (4 if method == "ppo" else 2)  # epochs x minibatches
+    assert any(k.startswith("train/reward/") and v for k, v in train[0].items())  # per task
+    heldout = [r for r in rows if r.get("val/reward")]
+    assert [int(r["step"]) for r in heldout] == [0, 1]  # start and end (the middle is the end here)
+    assert any(k.startswith("val/reward/") for k in heldout[0])
+    assert result["card"]["heldout_reward"][0]["iteration"] == 0
+    with open(tmp_path / "samples.csv") as handle_csv:
+        samples = list(csv.DictReader(handle_csv))
+    assert {s["iteration"] for s in samples} == {"0", "1"} and {"response", "reward", "task"} <= set(samples[0])
+    if method == "ppo":  # the value head trains, is saved beside the policy and reloads
+        assert all(not torch.equal(p, head_before[n]) for n, p in snapshot(handle.head).items())
+        folder = tmp_path / "checkpoints" / ("model" if peft == "full" else "adapter")
+        reloaded = load_head("value", folder, handle.model.config.hidden_size)
+        assert all(torch.equal(p, dict(handle.head.named_parameters())[n].cpu())
+                   for n, p in reloaded.named_parameters())
+
+
+def test_ppo_with_zero_lr_keeps_the_policy_and_recomputes_the_old_logps(make_cfg, tmp_path):
+    """The consistency check that catches layout bugs: the loss's forward, on reshuffled, re-trimmed
+    micro-batches in train mode, gives the rollout's old log-probs; and lr 0 leaves the policy as it was."""
+    cfg = make_cfg(*FAST, "method=ppo", "peft=lora", "optim.lr=0", "method.sampling.max_new_tokens=8")
+    L.seed_everything(cfg.seed, workers=True)
+    built = models.build(instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision), head="value")
+    before = snapshot(built.model)
+    result = run(cfg)
+    assert all(torch.equal(p, before[n]) for n, p in snapshot(result["handle"].model).items())
+
+    method = instantiate(cfg.method)(handle=built, optimizer=instantiate(cfg.optim), reward=instantiate(cfg.reward))
+    datamodule_rows = [r for r in built.tokenizer("What is 2 + 2?\nSay hi.\nName a colour.\nCount to 3.").input_ids]
+    prompts = [datamodule_rows[: 3 + i] for i in range(4)]  # different lengths: left padding differs per row
+    meta = [{"task": "arithmetic", "answer": "4", "id": str(i)} for i in range(4)]
+    L.seed_everything(0)
+    rollout = method.make_rollout(prompts, meta)
+    method.compute_advantages(rollout)
+    assert rollout.old_logps is not None and rollout.values is not None
+    built.model.train()
+    for rows in ([3, 0], [1], [2, 1, 0]):
+        part = rollout.select(rows)
+        logps, values, _ = response_forward(built.model, part.sequences, part.attention_mask, part.prompt_width,
+                                            built.head)
+        mask = part.response_mask.bool()
+        torch.testing.assert_close(logps[mask], part.old_logps[mask], atol=1e-5, rtol=0)
+        torch.testing.assert_close(values[mask], part.values[mask], atol=1e-5, rtol=0)
+
+
+def test_prompts_come_back_without_their_padding():
+    window = [{"prompt_input_ids": torch.tensor([[5, 6, 7], [8, 0, 0]]),
+               "prompt_attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]), "meta": [{"id": "a"}, {"id": "b"}]}]
+    assert _prompts(window) == ([[5, 6, 7], [8]], [{"id": "a"}, {"id": "b"}])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("method=grpo", "method.group_size=1"), "at least 2 per prompt"),
+    (("method=rloo", "method.rollout_size=10", "method.group_size=4"), "not a multiple of method.group_size=4"),
+    (("method=ppo", "method.minibatches=3"), "does not split into method.minibatches=3"),
+    (("method=ppo", "method.kl_estimator=k9"), "k1.*k2.*k3"),
+    (("method=grpo", "method.loss_aggregation=batch"), "token.*sequence"),
+    (("method=grpo", "+method.group_sise=4"), "unknown option.*group_sise"),
+])
+def test_bad_online_options_fail_before_the_model_loads(make_cfg, tmp_path, monkeypatch, overrides, message):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad option was reported")
+
+    monkeypatch.setattr(models, "build", no_model)
+    with pytest.raises(ValueError, match=message):
+        run(make_cfg("model=tiny", *overrides))
+
+
+def test_prompt_rows_without_answers_and_the_verifier_reward_name_both(make_cfg, tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "Write a haiku."}\n' * 4)
+    with pytest.raises(ValueError, match=r"reward=verifier: .*prompts.jsonl.*no task or answer.*reward=model"):
+        run(make_cfg("model=tiny", "method=grpo", "data=file", f"data.path={data}", "data.format=prompt",
+                     "data.val_fraction=0.25"))
+
+
+def test_a_reward_model_folder_that_is_not_a_reward_run_is_refused(make_cfg, tmp_path):
+    sft = tmp_path / "sft"
+    cfg = make_cfg("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=1", "data.limit_train=8")
+    cfg.paths.output_dir = str(sft)
+    run(cfg)
+    (sft / ".hydra").mkdir()
+    OmegaConf.save(cfg, sft / ".hydra" / "config.yaml")  # what Hydra writes beside a run
+    with pytest.raises(ValueError, match="is a llmft.methods.sft.SFT run, not a reward model"):
+        run(make_cfg("model=tiny", "method=ppo", "reward=model", f"reward.run_dir={sft}"))
