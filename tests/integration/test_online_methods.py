@@ -149,3 +149,18 @@ def test_a_reward_model_folder_that_is_not_a_reward_run_is_refused(make_cfg, tmp
     OmegaConf.save(cfg, sft / ".hydra" / "config.yaml")  # what Hydra writes beside a run
     with pytest.raises(ValueError, match="is a llmft.methods.sft.SFT run, not a reward model"):
         run(make_cfg("model=tiny", "method=ppo", "reward=model", f"reward.run_dir={sft}"))
+
+
+def test_ppo_scores_with_a_trained_reward_model(make_cfg, tmp_path):
+    reward_run = tmp_path / "reward"
+    cfg = make_cfg("model=tiny", "precision=fp32", "evaluate=false", "method=reward", "trainer.max_steps=1",
+                   "data.limit_train=8")
+    cfg.paths.output_dir = str(reward_run)
+    run(cfg)
+    (reward_run / ".hydra").mkdir()
+    OmegaConf.save(cfg, reward_run / ".hydra" / "config.yaml")
+    overrides = [o for o in FAST if not o.startswith("reward")]
+    result = run(make_cfg(*overrides, "method=ppo", "reward=model", f"reward.run_dir={reward_run}"))
+    train = [r for r in logged(tmp_path) if r.get("train/loss")]
+    assert len(train) == 1 and float(train[0]["train/reward_std"]) > 0  # real, varying scores from the head
+    assert result["card"]["heldout_reward"][-1]["reward"]["mean"] != 0.0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import inspect
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -148,12 +149,15 @@ class OnlineObjective(ObjectiveModule):
         if iteration == 0 and not self.heldout:
             self.evaluate_heldout(0)
         prompts, meta = _prompts(window)
+        started = time.perf_counter()
         rollout = self.make_rollout(prompts, meta)
+        scored = time.perf_counter()
         metrics = self.rollout_metrics(rollout)
         metrics.update(self.compute_advantages(rollout))
         sums, loss = self.update(rollout)
+        metrics.update({"perf/rollout_s": scored - started, "perf/update_s": time.perf_counter() - scored})
         for name, value in metrics.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False)
+            self.log(name if name.startswith("perf/") else f"train/{name}", value, on_step=True, on_epoch=False)
         for name, (value, count) in sums.items():
             self.log(f"train/{name}", value / max(count, 1.0), on_step=True, on_epoch=False)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
