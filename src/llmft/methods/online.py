@@ -43,6 +43,7 @@ from llmft.models.sampling import SamplingSpec, sample
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_TASK = 2  # responses per task written to samples.csv at each held-out evaluation
+HELDOUT_BATCH = 128  # held-out prompts per generate call: one call for the suite's 80 (fewer sequential steps)
 HELDOUT_SEED = 1234  # the held-out draws use their own seed, so every evaluation sees the same noise
 
 
@@ -173,7 +174,7 @@ class OnlineObjective(ObjectiveModule):
         """Sample, decode, score; then reference (and old) log-probs and values in the loss's layout."""
         repeated = [p for p in prompts for _ in range(self.group_size)]
         meta = [m for m in meta for _ in range(self.group_size)]
-        samples = sample(self.model, repeated, self.handle.tokenizer.pad_token_id, self.stop_ids, self.sampling)
+        samples = self.generate(repeated)
         completions = self.decode(samples.sequences[:, samples.prompt_width:], samples.response_mask[:, samples.prompt_width:])
         scores = torch.tensor(self.reward(completions, meta), dtype=torch.float32, device=self.device)
         rollout = Rollout(samples.sequences, samples.attention_mask, samples.response_mask[:, samples.prompt_width:],
@@ -181,6 +182,13 @@ class OnlineObjective(ObjectiveModule):
                           self.shape_rewards(scores, samples.stopped.to(self.device)), meta, completions)
         self.score_tokens(rollout)
         return rollout
+
+    def generate(self, prompts: list[list[int]]):
+        """Sample from the policy with its LoRA deltas merged into the base weights (`ModelHandle.merged`:
+        the originals are restored bit-exactly after): 0.83x the time of sampling through the active
+        adapter for 64 responses on the 2-core CPU (`benchmarks/rollout_generation.py`)."""
+        with self.handle.merged() as model:
+            return sample(model, prompts, self.handle.tokenizer.pad_token_id, self.stop_ids, self.sampling)
 
     def decode(self, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
         tokenizer = self.handle.tokenizer
@@ -289,9 +297,8 @@ class OnlineObjective(ObjectiveModule):
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(HELDOUT_SEED)
-            for start in range(0, len(prompts), self.rollout_size):
-                samples = sample(self.model, prompts[start : start + self.rollout_size],
-                                 self.handle.tokenizer.pad_token_id, self.stop_ids, self.sampling)
+            for start in range(0, len(prompts), HELDOUT_BATCH):
+                samples = self.generate(prompts[start : start + HELDOUT_BATCH])
                 response_mask = samples.response_mask[:, samples.prompt_width:]
                 completions += self.decode(samples.sequences[:, samples.prompt_width:], response_mask)
                 stopped += samples.stopped.tolist()
