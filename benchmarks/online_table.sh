@@ -6,20 +6,12 @@
 #   bash benchmarks/online_table.sh [OUT] [SFT_RUN] [REWARD_RUN]   # OUT defaults to runs/online_table;
 #                                                                  # without SFT_RUN / REWARD_RUN they are trained first
 # About 1 h 15 min on a 2-core CPU (plus 7 min for the SFT run and 25 for the reward model if trained here).
-set -euo pipefail
 out=${1:-runs/online_table}
-mkdir -p "$out"
-py=${PYTHON:-python}
-run() {  # run NAME OVERRIDES...: one training run into $out/NAME, its wall time appended to $out/times.txt
-  local name=$1; shift
-  local start=$SECONDS
-  "$py" train.py "$@" hydra.run.dir="$out/$name" > "$out/$name.log" 2>&1
-  echo "$name $((SECONDS - start))s $*" | tee -a "$out/times.txt"
-}
+source "$(dirname "$0")/runs.sh"
 sft=${2:-}
 if [ -z "$sft" ]; then run sft method=sft peft=lora; sft="$out/sft"; fi
 reward=${3:-}
-if [ -z "$reward" ]; then run reward method=reward peft=lora; reward="$out/reward"; fi
+if [ -z "$reward" ]; then run reward method=reward peft=lora init_from="$sft" data.limit_train=null; reward="$out/reward"; fi
 run sft_grpo method=grpo init_from="$sft"
 run sft_rloo method=rloo init_from="$sft"
 run sft_ppo  method=ppo  init_from="$sft"

@@ -189,7 +189,8 @@ def run(cfg: DictConfig) -> dict:
         if online and method.heldout and "base" in reports:  # the held-out reward at the start and at the end (DESIGN: eval.json)
             reports["base"]["reward"], reports["tuned"]["reward"] = method.heldout[0]["reward"], method.heldout[-1]["reward"]
         write_results(out, reports, records)
-        log_reports(trainer.loggers, reports, trainer.global_step, records)
+        step = trainer.global_step // online.updates if online else trainer.global_step  # the x axis of train/*
+        log_reports(trainer.loggers, reports, step, records)
         print("\n" + format_table(reports) + "\n", flush=True)
 
     card = {

@@ -15,6 +15,7 @@ from llmft.methods.online import _prompts
 from llmft.models.forward import response_forward
 from llmft.models.heads import load_head
 from llmft.train import run
+from tests.integration.observe import logged, run_checking_what_trains, snapshot
 
 # One iteration of 4 responses of at most 6 tokens; the reward prefers short responses, so it varies.
 FAST = ("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=1", "data.limit_train=8",
@@ -31,34 +32,14 @@ def shorter_is_better(completions: list[str], meta: list[dict]) -> list[float]:
     return [-len(c) / 10 for c in completions]
 
 
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
-
-
-def logged(folder) -> list[dict]:
-    with open(folder / "metrics.csv") as handle:
-        return list(csv.DictReader(handle))
-
-
 @pytest.mark.parametrize("peft", ["full", "lora", "qlora"])
 @pytest.mark.parametrize("method", list(GROUPS))
 def test_online_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_path, method, peft):
     # two optimizer steps at least: a fresh LoRA B is zero, so its A first moves in the second step
     cfg = make_cfg(*FAST, f"method={method}", f"peft={peft}", f"method.group_size={GROUPS[method]}",
                    "method.minibatches=2")
-    L.seed_everything(cfg.seed, workers=True)  # as run() does: the same initial adapters and head
-    built = models.build(instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision),
-                         head=instantiate(cfg.method).func.head)
-    before = snapshot(built.model)
-    head_before = snapshot(built.head) if built.head is not None else {}
-    result = run(cfg)
+    result, head_before = run_checking_what_trains(cfg)
     handle = result["handle"]
-    after = snapshot(handle.model)
-    trainable = {n for n, p in handle.model.named_parameters() if p.requires_grad}
-    changed = {n for n in after if not torch.equal(after[n], before[n])}
-    assert changed == trainable, changed ^ trainable
-    if handle.frozen_copy is not None:  # full fine-tuning: the reference copy never moves
-        assert all(torch.equal(p, before[n]) for n, p in snapshot(handle.frozen_copy).items())
     rows = logged(tmp_path)
     train = [r for r in rows if r.get("train/loss")]
     assert len(train) == 1 and math.isfinite(float(train[0]["train/loss"]))
@@ -164,3 +145,28 @@ def test_ppo_scores_with_a_trained_reward_model(make_cfg, tmp_path):
     train = [r for r in logged(tmp_path) if r.get("train/loss")]
     assert len(train) == 1 and float(train[0]["train/reward_std"]) > 0  # real, varying scores from the head
     assert result["card"]["heldout_reward"][-1]["reward"]["mean"] != 0.0
+
+
+def test_response_logps_are_those_of_the_sampling_temperature():
+    handle = models.build(models.ModelSpec("llmft:tiny"), models.FullSpec(), models.PrecisionSpec("32-true"))
+    sequences = torch.tensor([[0, 5, 6, 7, 8, 9], [3, 4, 6, 7, 8, 0]])
+    attention = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    logps, _, entropy = response_forward(handle.model.eval(), sequences, attention, 3, with_entropy=True,
+                                         temperature=2.0)
+    with torch.no_grad():
+        logits = handle.model(input_ids=sequences, attention_mask=attention,
+                              position_ids=(attention.cumsum(-1) - 1).clamp(min=0)).logits / 2.0
+    expected = torch.log_softmax(logits[:, 2:-1], -1).gather(-1, sequences[:, 3:, None]).squeeze(-1)
+    torch.testing.assert_close(logps, expected, atol=1e-5, rtol=0)
+    probs = torch.softmax(logits[:, 2:-1], -1)
+    torch.testing.assert_close(entropy, -(probs * probs.log()).sum(-1), atol=1e-4, rtol=0)
+
+
+def test_an_epoch_long_online_run_counts_its_iterations(make_cfg, tmp_path):
+    """trainer.max_steps=-1: one epoch of rollouts (4 prompts in windows of 2: 2 iterations), evaluated at
+    the start, middle and end; the schedule spans the epoch's optimizer steps."""
+    overrides = [o for o in FAST if not o.startswith(("trainer.max_steps", "data.limit_train"))]
+    result = run(make_cfg(*overrides, "method=grpo", "method.group_size=2", "trainer.max_steps=-1",
+                          "data.limit_train=4"))
+    assert [h["iteration"] for h in result["card"]["heldout_reward"]] == [0, 1, 2]
+    assert result["card"]["optimizer_steps"] == 2

@@ -1,14 +1,13 @@
 """Every pairwise preference method x {full, lora, qlora} on the tiny model: what trains, what stays."""
 from __future__ import annotations
 
-import csv
 import math
 
-import lightning as L
 import pytest
 import torch
 
 from llmft.train import run
+from tests.integration.observe import logged, run_checking_what_trains, snapshot
 
 # 8 rows in windows of 4: the 2 steps are one whole epoch, so validation runs at its end
 FAST = ("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=2", "data.limit_train=8",
@@ -24,37 +23,11 @@ METRICS = {
 }
 
 
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
-
-
-def logged(folder) -> list[dict]:
-    with open(folder / "metrics.csv") as handle:
-        return list(csv.DictReader(handle))
-
-
 @pytest.mark.parametrize("peft", ["full", "lora", "qlora"])
 @pytest.mark.parametrize("method", list(METRICS))
 def test_preference_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_path, method, peft):
-    from hydra.utils import instantiate
-
-    from llmft import models
-
-    cfg = make_cfg(*FAST, f"method={method}", f"peft={peft}")
-    L.seed_everything(cfg.seed, workers=True)  # as run() does: the same initial adapters and head
-    built = models.build(instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision),
-                         head=instantiate(cfg.method).func.head)
-    before = snapshot(built.model)
-    head_before = snapshot(built.head) if built.head is not None else {}
-    result = run(cfg)
+    result, head_before = run_checking_what_trains(make_cfg(*FAST, f"method={method}", f"peft={peft}"))
     handle = result["handle"]
-    after = snapshot(handle.model)
-    trainable = {n for n, p in handle.model.named_parameters() if p.requires_grad}
-    changed = {n for n in after if not torch.equal(after[n], before[n])}
-    assert changed == trainable, (changed ^ trainable)
-    if handle.frozen_copy is not None:  # full fine-tuning with a reference: the copy never moves
-        assert {n: torch.equal(p, before[n]) for n, p in snapshot(handle.frozen_copy).items()} == \
-            {n: True for n in before}
     if handle.head is not None:  # the reward model's score head trains too, and is saved
         assert head_before and all(not torch.equal(p, head_before[n]) for n, p in snapshot(handle.head).items())
         saved = tmp_path / "checkpoints" / ("model" if peft == "full" else "adapter") / "score_head.safetensors"

@@ -10,16 +10,13 @@ from safetensors.torch import load_file
 
 from llmft.models.embedded import resolve
 from llmft.train import run
+from tests.integration.observe import snapshot
 
 FAST = ("model=tiny", "trainer.max_steps=3", "data.limit_train=48", "data.batch_size=4", "precision=fp32")
 
 
 def base_weights() -> dict[str, torch.Tensor]:
     return load_file(f"{resolve('llmft:tiny')}/model.safetensors")
-
-
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("peft", ["full", "lora", "qlora"])

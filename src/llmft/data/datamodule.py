@@ -156,6 +156,13 @@ class ViewDataModule(L.LightningDataModule):
         return self.batch_size * self.accumulate_grad_batches
 
     @property
+    def min_window(self) -> int:
+        """The fewest examples a training window may hold: a shorter last window of a chunk joins the one
+        before it. KTO needs 2 rows (mismatched pairs); an online method a whole rollout (its optimizer
+        steps split the rollout's responses, so every prompt is used and no minibatch is empty)."""
+        return {"unpaired": 2, "prompt": self.window_size}.get(self.view, 1)
+
+    @property
     def windows_per_epoch(self) -> int:
         """Optimizer steps in one epoch."""
         return len(self.train_dataloader().sampler)
@@ -166,7 +173,7 @@ class ViewDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         windows = LengthGroupedWindows([example_length(e) for e in self.train_examples], self.window_size, self.seed,
-                                       min_size=2 if self.view == "unpaired" else 1)
+                                       min_size=self.min_window)
         # batch_size=None: each sampled index is a whole window, which Lightning re-seeds per epoch
         return DataLoader(
             WindowDataset(self.train_examples),

@@ -4,7 +4,10 @@ the loss (per token, `kl_estimator`, default k3 as in DeepSeekMath and TRL).
 
 - `GRPO` (Shao et al. 2024): A = (r - mean_group) / std_group (`scale_rewards: false`: r - mean_group,
   Dr. GRPO).
-- `RLOO` (Ahmadian et al. 2024): A = r - mean of the group's other responses (leave-one-out).
+- `RLOO` (Ahmadian et al. 2024): A = r - mean of the group's other responses (leave-one-out). The
+  paper (and TRL's original RLOOTrainer) subtracts beta x the response's summed KL from its reward
+  before the baseline; here, as in GRPO, the KL is a per-token loss term instead, so the two methods
+  differ only in their baseline.
 
 Both clip the ratio to the sampling policy as PPO does; with one update per rollout (epochs = 1,
 minibatches = 1) the ratio is 1, the old log-probs are the current ones detached, and no extra
@@ -48,7 +51,7 @@ class GroupRelative(OnlineObjective):
     def update_loss(self, part: Rollout) -> tuple[torch.Tensor, Metrics]:
         mask = part.response_mask.float()
         logps, _, entropy = response_forward(self.model, part.sequences, part.attention_mask, part.prompt_width,
-                                             with_entropy=True)
+                                             with_entropy=True, temperature=self.sampling.temperature)
         old = part.old_logps if part.old_logps is not None else logps.detach()
         per_token, clipped = ppo_policy_loss(logps, old, part.advantages, mask, self.clip_eps, reduction="none")
         if self.kl_coef > 0:

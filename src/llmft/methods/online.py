@@ -122,11 +122,13 @@ class OnlineObjective(ObjectiveModule):
 
     @property
     def iterations(self) -> int:
-        """Iterations this run will do (Lightning's max_steps counts optimizer steps)."""
+        """Iterations this run will do: `trainer.max_steps` (Lightning's counts optimizer steps, so divided
+        by the updates per iteration) or the epochs' batches, whichever ends the run first."""
         trainer = self.trainer
-        if trainer.max_steps > 0:
-            return trainer.max_steps // self.updates_per_iteration(**self._own_options())
-        return trainer.num_training_batches * max(trainer.max_epochs, 1)
+        trainer.estimated_stepping_batches  # loads the training data: configure_optimizers runs before that
+        by_steps = trainer.max_steps // self.updates_per_iteration(**self._own_options()) if trainer.max_steps > 0 else None
+        by_epochs = trainer.num_training_batches * trainer.max_epochs if trainer.max_epochs > 0 else None
+        return min(n for n in (by_steps, by_epochs) if n is not None)
 
     def total_optimizer_steps(self) -> int:
         return self.iterations * self.updates_per_iteration(**self._own_options())
@@ -163,8 +165,6 @@ class OnlineObjective(ObjectiveModule):
             self.log(f"train/{name}", value / max(count, 1.0), on_step=True, on_epoch=False)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/optimizer_steps", float(self.global_step), on_step=True, on_epoch=False)
-        if self._grad_norm is not None:
-            self.log("train/grad_norm", self._grad_norm, on_step=True, on_epoch=False)
         done = iteration + 1
         if done in {max(self.iterations // 2, 1), self.iterations}:
             self.evaluate_heldout(done)
@@ -211,10 +211,12 @@ class OnlineObjective(ObjectiveModule):
         for rows in self._chunks(len(rollout)):
             seq, att = rollout.sequences[rows], rollout.attention_mask[rows]
             with self.reference() as reference:
-                ref.append(response_forward(reference, seq, att, rollout.prompt_width)[0])
+                ref.append(response_forward(reference, seq, att, rollout.prompt_width,
+                                            temperature=self.sampling.temperature)[0])
             if needs_old:
                 with eval_mode(self.model):
-                    logps, value, _ = response_forward(self.model, seq, att, rollout.prompt_width, head)
+                    logps, value, _ = response_forward(self.model, seq, att, rollout.prompt_width, head,
+                                                       temperature=self.sampling.temperature)
                 old.append(logps)
                 if value is not None:
                     values.append(value)
@@ -265,6 +267,8 @@ class OnlineObjective(ObjectiveModule):
                     _accumulate(sums, metrics)
                 _accumulate(sums, {"lr": (optimizer.param_groups[0]["lr"], 1.0)})
                 optimizer.step()
+                if self._grad_norm is not None:  # the mean over the iteration's optimizer steps
+                    _accumulate(sums, {"grad_norm": (self._grad_norm, 1.0)})
                 optimizer.zero_grad(set_to_none=True)
                 if scheduler is not None:
                     scheduler.step()

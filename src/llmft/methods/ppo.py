@@ -68,7 +68,8 @@ class PPO(OnlineObjective):
     def update_loss(self, part: Rollout) -> tuple[torch.Tensor, Metrics]:
         mask = part.response_mask.float()
         logps, values, entropy = response_forward(self.model, part.sequences, part.attention_mask, part.prompt_width,
-                                                  self.scalar_head, with_entropy=True)
+                                                  self.scalar_head, with_entropy=True,
+                                                  temperature=self.sampling.temperature)
         policy, clipped = ppo_policy_loss(logps, part.old_logps, part.advantages, mask, self.clip_eps, reduction="none")
         value = ppo_value_loss(values, part.values, part.returns, mask, self.value_clip, reduction="none")
         loss, _ = aggregate(policy + self.vf_coef * value, mask, self.loss_aggregation)

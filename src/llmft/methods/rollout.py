@@ -19,7 +19,7 @@ class Rollout:
     prompt_width: int  # W
     stopped: torch.Tensor  # [B] bool: ended with a stop token within max_new_tokens
     scores: torch.Tensor  # [B] float: what the reward function returned
-    rewards: torch.Tensor  # [B] float: scores after the stop penalty and normalisation (what the method optimises)
+    rewards: torch.Tensor  # [B] float: scores after the stop penalty (what the method optimises)
     meta: list[dict]  # per row: id, task, answer, prompt, ...
     completions: list[str]  # decoded responses (without the stop token)
     ref_logps: torch.Tensor | None = None  # [B, N] reference log-probs

@@ -91,7 +91,7 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def response_forward(model: torch.nn.Module, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
-                     head: torch.nn.Module | None = None, with_entropy: bool = False
+                     head: torch.nn.Module | None = None, with_entropy: bool = False, temperature: float = 1.0
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(log-probs [B, N], values [B, N] or None, entropy [B, N] or None) of the response tokens
     `sequences[:, prompt_width:]` (N = width - prompt_width), from one forward over prompt and response.
@@ -100,7 +100,8 @@ def response_forward(model: torch.nn.Module, sequences: torch.Tensor, attention_
     token t: logits only for those N positions (`logits_to_keep`), the value head on the same
     hidden states. Rollout scoring and the loss both call this, so old and new log-probs share one
     layout. Positions count real tokens only (left padding does not shift them). The entropy is
-    detached (a statistic, not a loss term).
+    detached (a statistic, not a loss term). `temperature`: the log-probs of the distribution the
+    responses were sampled from, softmax(logits / T), as TRL computes them.
     """
     n = sequences.shape[1] - prompt_width
     out = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
@@ -108,13 +109,14 @@ def response_forward(model: torch.nn.Module, sequences: torch.Tensor, attention_
     # logits at positions W-1 .. W+N-1; token_logps pairs logits[:, t - 1] with labels[:, t], so a dummy
     # first label column lines response token t up with the logits of position W-1+t
     labels = F.pad(sequences[:, prompt_width:], (1, 0), value=0)
-    logps = token_logps(out.logits, labels)[:, 1:]
+    logits = out.logits if temperature == 1.0 else out.logits / temperature
+    logps = token_logps(logits, labels)[:, 1:]
     values = None
     if head is not None:
         values = head(out.hidden_states[-1][:, prompt_width - 1 : prompt_width - 1 + n]).float()
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            floats = out.logits[:, :-1].float()
+            floats = logits[:, :-1].float()
             entropy = torch.logsumexp(floats, -1) - (floats.softmax(-1) * floats).sum(-1)
     return logps, values, entropy

@@ -45,10 +45,15 @@ class RewardModelScore:
 
     @torch.no_grad()
     def __call__(self, completions: list[str], meta: list[dict]) -> list[float]:
-        examples = []
+        examples, truncated = [], 0
         for completion, m in zip(completions, meta, strict=True):
             chat = list(m["prompt"]) + [{"role": "assistant", "content": completion}]
-            examples.append({"input_ids": self.renderer.encode(chat, m.get("tools")).input_ids})
+            ids = self.renderer.encode(chat, m.get("tools")).input_ids
+            truncated += len(ids) >= self.renderer.max_length
+            examples.append({"input_ids": ids})
+        if truncated:  # the head then reads a cut chat: say so, with the count
+            log.warning("reward model: %d of %d chats reached its data.max_length=%d and were cut before scoring",
+                        truncated, len(examples), self.renderer.max_length)
         model, head = self.handle.model, self.handle.head
         device = next(model.parameters()).device
         scores: list[float] = []
