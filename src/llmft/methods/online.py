@@ -156,6 +156,7 @@ class OnlineObjective(ObjectiveModule):
         rollout = self.make_rollout(prompts, meta)
         scored = time.perf_counter()
         metrics = self.rollout_metrics(rollout)
+        self.log_task_rewards(rollout, iteration)
         metrics.update(self.compute_advantages(rollout))
         sums, loss = self.update(rollout)
         metrics.update({"perf/rollout_s": scored - started, "perf/update_s": time.perf_counter() - scored})
@@ -231,11 +232,16 @@ class OnlineObjective(ObjectiveModule):
                    "score": rollout.scores.mean().item(),
                    "completions/mean_length": mask.sum(-1).mean().item(),
                    "completions/stopped": rollout.stopped.float().mean().item()}
-        tasks = [m.get("task", "all") for m in rollout.meta]
-        for task in sorted(set(tasks)):
-            rows = [i for i, t in enumerate(tasks) if t == task]
-            metrics[f"reward/{task}"] = rollout.rewards[rows].mean().item()
         return metrics
+
+    def log_task_rewards(self, rollout: Rollout, iteration: int) -> None:
+        """`train/reward/<task>` for the tasks this rollout drew, straight to the loggers: through `self.log`
+        a task absent from a rollout would repeat its last value (Lightning keeps a key's last step value)."""
+        tasks = [m.get("task", "all") for m in rollout.meta]
+        flat = {f"train/reward/{task}": rollout.rewards[[i for i, t in enumerate(tasks) if t == task]].mean().item()
+                for task in sorted(set(tasks))}
+        for logger in self.loggers:
+            logger.log_metrics(flat, step=iteration)
 
     # -- updates ---------------------------------------------------------------------------------
     def _chunks(self, n: int, order: torch.Tensor | None = None) -> list[torch.Tensor]:
