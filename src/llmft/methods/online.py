@@ -257,12 +257,11 @@ class OnlineObjective(ObjectiveModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))
-        size = len(rollout) // self.minibatches
         loss_total = torch.zeros((), device=self.device)
         for _ in range(self.epochs):
-            order = torch.randperm(len(rollout))
-            for k in range(self.minibatches):
-                parts = [rollout.select(rows) for rows in self._chunks(size, order[k * size : (k + 1) * size])]
+            # every response in some minibatch (a rollout grown by a joined last window need not divide evenly)
+            for minibatch in torch.tensor_split(torch.randperm(len(rollout)), self.minibatches):
+                parts = [rollout.select(rows) for rows in self._chunks(len(minibatch), minibatch)]
                 total = sum(float(self.count(p)) for p in parts)
                 step_loss = torch.zeros((), device=self.device)
                 for part in parts:
