@@ -62,6 +62,24 @@ def test_online_method_trains_the_trainable_and_nothing_else(make_cfg, tmp_path,
                    for n, p in reloaded.named_parameters())
 
 
+def same_reward(completions: list[str], meta: list[dict]) -> list[float]:
+    return [1.0] * len(completions)
+
+
+def test_grpo_skips_groups_whose_rewards_are_all_equal_and_still_counts_its_steps(make_cfg, tmp_path):
+    """Every group uniform: nothing to learn from, so no forward or backward and the policy stays
+    bit-identical; the optimizer steps still count (the schedule and max_steps are in them)."""
+    cfg = make_cfg(*FAST, "method=grpo", "peft=lora", "method.group_size=2", "trainer.max_steps=2",
+                   "reward.fn=test_online_methods.same_reward")
+    L.seed_everything(cfg.seed, workers=True)
+    before = snapshot(models.build(instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision)).model)
+    result = run(cfg)
+    assert all(torch.equal(p, before[n]) for n, p in snapshot(result["handle"].model).items())
+    assert result["card"]["optimizer_steps"] == 2
+    train = [r for r in logged(tmp_path) if r.get("train/loss")]
+    assert [float(r["train/frac_reward_zero_std"]) for r in train] == [1.0, 1.0]
+
+
 def test_ppo_with_zero_lr_keeps_the_policy_and_recomputes_the_old_logps(make_cfg, tmp_path):
     """The consistency check that catches layout bugs: the loss's forward, on reshuffled, re-trimmed
     micro-batches in train mode, gives the rollout's old log-probs; and lr 0 leaves the policy as it was."""
@@ -71,6 +89,9 @@ def test_ppo_with_zero_lr_keeps_the_policy_and_recomputes_the_old_logps(make_cfg
     before = snapshot(built.model)
     result = run(cfg)
     assert all(torch.equal(p, before[n]) for n, p in snapshot(result["handle"].model).items())
+    start, end = result["card"]["heldout_reward"]  # greedy answers of an unchanged policy: the same rewards
+    assert end["change"]["diff"] == end["change"]["low"] == end["change"]["high"] == 0.0
+    assert end["reward"] == start["reward"]
 
     method = instantiate(cfg.method)(handle=built, optimizer=instantiate(cfg.optim), reward=instantiate(cfg.reward))
     datamodule_rows = [r for r in built.tokenizer("What is 2 + 2?\nSay hi.\nName a colour.\nCount to 3.").input_ids]
@@ -103,6 +124,7 @@ def test_prompts_come_back_without_their_padding():
     (("method=ppo", "method.kl_estimator=k9"), "k1.*k2.*k3"),
     (("method=grpo", "method.loss_aggregation=batch"), "token.*sequence"),
     (("method=grpo", "+method.group_sise=4"), "unknown option.*group_sise"),
+    (("method=rloo", "method.heldout_temperature=0", "method.heldout_samples=4"), "heldout_samples=4 with"),
 ])
 def test_bad_online_options_fail_before_the_model_loads(make_cfg, tmp_path, monkeypatch, overrides, message):
     def no_model(*args, **kwargs):

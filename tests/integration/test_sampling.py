@@ -28,3 +28,24 @@ def test_sampled_rows_mask_exactly_their_response():
     L.seed_everything(0)
     again = sample(handle.model, prompts, tokenizer.pad_token_id, stop_ids, SamplingSpec(max_new_tokens=12))
     assert torch.equal(again.sequences, samples.sequences)  # seeded: the same draw
+
+
+def test_greedy_sampling_answers_as_the_evaluation_does_whatever_the_seed():
+    """The held-out reward's greedy answers are those of eval.py's greedy decoding, and no seed changes them."""
+    from llmft.models.decoding import generate_greedy
+
+    handle = models.build(models.ModelSpec("llmft:tiny"), models.FullSpec(), models.PrecisionSpec("32-true"))
+    tokenizer = handle.tokenizer
+    texts = ["Hello there", "Hi", "What is 2 + 2?"]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    spec = SamplingSpec(max_new_tokens=10)
+    draws = []
+    for seed in (0, 1):
+        L.seed_everything(seed)
+        draws.append(sample(handle.model, prompts, tokenizer.pad_token_id, end_of_turn_ids(tokenizer), spec,
+                            greedy=True))
+    assert torch.equal(draws[0].sequences, draws[1].sequences)
+    width = draws[0].prompt_width
+    decoded = [tokenizer.decode(row[width:][m[width:].bool()], skip_special_tokens=True).strip()
+               for row, m in zip(draws[0].sequences, draws[0].response_mask)]
+    assert decoded == generate_greedy(handle.model, tokenizer, texts, max_new_tokens=10)

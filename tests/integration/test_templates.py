@@ -97,3 +97,20 @@ def test_a_chat_opening_with_an_assistant_turn_supervises_only_the_assistant(smo
     encoded = renderer.encode(chat)
     assert "SmolLM" in smollm2_tokenizer.decode(encoded.input_ids)  # the template's default system prompt
     assert supervised_text(smollm2_tokenizer, encoded) == "Hello! Ask me anything.<|im_end|>4<|im_end|>"
+
+
+def test_online_rollouts_mix_the_tasks_while_other_views_group_by_length(smollm2_tokenizer):
+    """A prompt-view window is one rollout: grouped by length it held one task (the tasks' prompts differ
+    in length); drawn at random, most hold several, as the data does."""
+    from llmft.data.datamodule import DataSpec, load_rows
+
+    tasks_per_window = {}
+    for view in ("prompt", "pair"):
+        dm = ViewDataModule(load_rows(DataSpec(limit_train=160), view, 0), ChatRenderer(smollm2_tokenizer, 512), batch_size=8,
+                            accumulate_grad_batches=1, seed=0, view=view)
+        dm.setup("fit")
+        windows = dm.train_dataloader().sampler.windows(0)
+        assert sorted(i for w in windows for i in w) == list(range(len(dm.train_examples)))  # each prompt once
+        tasks_per_window[view] = [len({dm.train_examples[i]["meta"]["task"] for i in w}) for w in windows]
+    assert sum(n >= 3 for n in tasks_per_window["prompt"]) > 0.8 * len(tasks_per_window["prompt"])
+    assert sum(n == 1 for n in tasks_per_window["pair"]) > 0.5 * len(tasks_per_window["pair"])

@@ -38,3 +38,23 @@ def test_explained_variance():
     constant = torch.full_like(returns, 3.0)
     assert math.isclose(explained_variance(constant, returns, mask), 0.0, abs_tol=1e-12)
     assert explained_variance(-returns, returns, mask) < 0
+
+
+def test_group_methods_learn_only_from_groups_whose_rewards_differ():
+    from types import SimpleNamespace
+
+    from llmft.methods.grpo import GRPO
+
+    base = rollout()
+    four = Rollout(*(torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.dim() else t for t in
+                     (base.sequences, base.attention_mask, base.response_mask)), 3, torch.ones(4, dtype=torch.bool),
+                   torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([1.0, 0.0, 1.0, 1.0]),
+                   [{"id": i} for i in "abcd"], list("wxyz"))
+    method = SimpleNamespace(skip_uniform_groups=True, group_size=2)
+    assert [m["id"] for m in GRPO.learning_rows(method, four).meta] == ["a", "b"]  # group (c, d) is uniform
+    method.group_size = 4
+    assert len(GRPO.learning_rows(method, four)) == 4
+    four.rewards = torch.ones(4)
+    assert len(GRPO.learning_rows(method, four)) == 0
+    method.skip_uniform_groups = False
+    assert len(GRPO.learning_rows(method, four)) == 4

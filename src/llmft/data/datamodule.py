@@ -163,6 +163,14 @@ class ViewDataModule(L.LightningDataModule):
         return {"unpaired": 2, "prompt": self.window_size}.get(self.view, 1)
 
     @property
+    def group_windows(self) -> int:
+        """Windows whose examples are sorted by length together (`LengthGroupedWindows`). An online
+        method's window is one rollout: grouped by length, a rollout held the prompts of one task (the
+        tasks' prompts differ in length) and its update pushed the policy towards one task at a time;
+        ungrouped (1), every rollout mixes the tasks as the data does."""
+        return 1 if self.view == "prompt" else 16
+
+    @property
     def windows_per_epoch(self) -> int:
         """Optimizer steps in one epoch."""
         return len(self.train_dataloader().sampler)
@@ -173,7 +181,7 @@ class ViewDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         windows = LengthGroupedWindows([example_length(e) for e in self.train_examples], self.window_size, self.seed,
-                                       min_size=self.min_window)
+                                       group_windows=self.group_windows, min_size=self.min_window)
         # batch_size=None: each sampled index is a whole window, which Lightning re-seeds per epoch
         return DataLoader(
             WindowDataset(self.train_examples),

@@ -28,8 +28,9 @@ from llmft.models.forward import response_forward
 class GroupRelative(OnlineObjective):
     """Shared by GRPO and RLOO: a sequence-level advantage spread over the response's tokens."""
 
-    def __init__(self, *args, group_size: int = 8, kl_coef: float = 0.04, **kwargs):
+    def __init__(self, *args, group_size: int = 4, kl_coef: float = 0.04, skip_uniform_groups: bool = True, **kwargs):
         super().__init__(*args, group_size=group_size, kl_coef=kl_coef, **kwargs)
+        self.skip_uniform_groups = skip_uniform_groups
 
     @classmethod
     def check_config(cls, **options) -> None:
@@ -47,6 +48,16 @@ class GroupRelative(OnlineObjective):
         rollout.advantages = advantages[:, None] * rollout.response_mask.to(advantages.dtype)
         grouped = rollout.rewards.view(-1, self.group_size)
         return {"frac_reward_zero_std": (grouped.std(dim=1) == 0).float().mean().item()}
+
+    def learning_rows(self, rollout: Rollout) -> Rollout:
+        """Without the groups whose responses all got the same reward (`skip_uniform_groups`): their
+        advantages are 0, so their only gradient is the KL term's, and their forward and backward cost as
+        much as an informative group's (DAPO's dynamic-sampling filter, without drawing replacements)."""
+        if not self.skip_uniform_groups:
+            return rollout
+        grouped = rollout.rewards.view(-1, self.group_size)
+        varied = (grouped != grouped[:, :1]).any(dim=1).repeat_interleave(self.group_size)
+        return rollout.select(varied.nonzero().flatten().cpu())
 
     def update_loss(self, part: Rollout) -> tuple[torch.Tensor, Metrics]:
         mask = part.response_mask.float()

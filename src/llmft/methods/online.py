@@ -16,10 +16,14 @@ count optimizer steps (`train/optimizer_steps`). Metrics are logged once per ite
 names: `reward`, `reward_std`, `kl`, `entropy`, `clip_ratio`, `completions/mean_length`, plus
 `completions/stopped`, `approx_kl`, `reward/<task>`).
 
-Held-out reward: at the start, middle and end of the run the policy samples
-`heldout_samples` responses for every validation prompt (the training temperature, a fixed seed,
-the training RNG untouched) and logs `val/reward`, `val/reward/<task>`, `val/completions/*`, with a
-few responses per task appended to `samples.csv` in the run folder (and a W&B table).
+Held-out reward: at the start, middle and end of the run the policy answers every validation
+prompt `heldout_samples` times at `heldout_temperature` (default: the training temperature, so the
+figure is the objective the method maximises, on prompts it never trained on; 0 = greedy, the
+protocol of the test exact match), drawn with a fixed seed and the training RNG untouched, so the
+three evaluations share their random numbers. It logs `val/reward`, `val/reward/<task>`,
+`val/completions/*`, with a few responses per task appended to `samples.csv` in the run folder (and
+a W&B table); from the middle on, `change`: the mean difference from the start, response by
+response, with a paired 95% interval.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from llmft.losses import aggregate, kl_penalty
 from llmft.losses.rl import AGGREGATIONS, KL_KINDS
 from llmft.methods.base import Metrics, ObjectiveModule, _accumulate
 from llmft.methods.rollout import Rollout
+from llmft.metrics.paired import paired_difference
 from llmft.models.factory import end_of_turn_ids
 from llmft.models.forward import eval_mode, response_forward
 from llmft.models.sampling import SamplingSpec, sample
@@ -57,11 +62,13 @@ class OnlineObjective(ObjectiveModule):
                  disable_dropout: bool = True, sampling: dict | SamplingSpec | None = None, rollout_size: int = 32,
                  group_size: int = 1, epochs: int = 1, minibatches: int = 1, micro_batch_size: int = 16,
                  kl_coef: float = 0.05, kl_estimator: str = "k3", loss_aggregation: str = "token",
-                 clip_eps: float = 0.2, stop_penalty: float | None = None, heldout_samples: int = 1):
+                 clip_eps: float = 0.2, stop_penalty: float | None = None, heldout_samples: int = 1,
+                 heldout_temperature: float | None = None):
         super().__init__(handle, optimizer, scheduler, gradient_clip_val, disable_dropout)
         self.check_config(rollout_size=rollout_size, group_size=group_size, epochs=epochs, minibatches=minibatches,
                           micro_batch_size=micro_batch_size, kl_coef=kl_coef, kl_estimator=kl_estimator,
-                          loss_aggregation=loss_aggregation, clip_eps=clip_eps, heldout_samples=heldout_samples)
+                          loss_aggregation=loss_aggregation, clip_eps=clip_eps, heldout_samples=heldout_samples,
+                          heldout_temperature=heldout_temperature)
         self.reward = reward
         self.sampling = sampling if isinstance(sampling, SamplingSpec) else SamplingSpec(**(sampling or {}))
         self.rollout_size, self.group_size = rollout_size, group_size
@@ -69,8 +76,11 @@ class OnlineObjective(ObjectiveModule):
         self.kl_coef, self.kl_estimator = kl_coef, kl_estimator
         self.loss_aggregation, self.clip_eps = loss_aggregation, clip_eps
         self.stop_penalty, self.heldout_samples = stop_penalty, heldout_samples
+        self.heldout_temperature = heldout_temperature
         self.stop_ids = sorted(end_of_turn_ids(handle.tokenizer))
         self.heldout: list[dict] = []  # [{"iteration": i, "reward": {"mean": x, task: x}, ...}]
+        self._update_metrics: set[str] = set()  # names the update has logged (NaN when an update skips them)
+        self._heldout_scores: list[list[float]] = []  # per validation response, for heldout_change
 
     # -- configuration -------------------------------------------------------------------------
     @classmethod
@@ -100,6 +110,11 @@ class OnlineObjective(ObjectiveModule):
         if o["rollout_size"] % o["minibatches"]:
             raise ValueError(f"method.rollout_size={o['rollout_size']} does not split into method.minibatches="
                              f"{o['minibatches']} equal minibatches")
+        if o["heldout_temperature"] is not None and o["heldout_temperature"] < 0:
+            raise ValueError(f"method.heldout_temperature={o['heldout_temperature']}: must be >= 0 (0 = greedy)")
+        if o["heldout_temperature"] == 0 and o["heldout_samples"] > 1:
+            raise ValueError(f"method.heldout_samples={o['heldout_samples']} with method.heldout_temperature=0: greedy "
+                             "answers are all the same; set heldout_temperature > 0 to sample several")
         if o["kl_estimator"] not in KL_KINDS:
             raise ValueError(f"method.kl_estimator={o['kl_estimator']!r}: choose one of {list(KL_KINDS)}")
         if o["kl_coef"] < 0:
@@ -145,6 +160,10 @@ class OnlineObjective(ObjectiveModule):
         """(loss sum, metrics) of one micro-batch; its count is `self.count(part)`."""
         raise NotImplementedError
 
+    def learning_rows(self, rollout: Rollout) -> Rollout:
+        """The responses the update learns from (all of them here; GRPO and RLOO may skip uniform groups)."""
+        return rollout
+
     # -- the iteration ---------------------------------------------------------------------------
     def training_step(self, window: list[dict], batch_idx: int) -> torch.Tensor:
         self.model.train()
@@ -158,12 +177,15 @@ class OnlineObjective(ObjectiveModule):
         metrics = self.rollout_metrics(rollout)
         self.log_task_rewards(rollout, iteration)
         metrics.update(self.compute_advantages(rollout))
-        sums, loss = self.update(rollout)
+        sums, loss = self.update(self.learning_rows(rollout))
         metrics.update({"perf/rollout_s": scored - started, "perf/update_s": time.perf_counter() - scored})
         for name, value in metrics.items():
             self.log(name if name.startswith("perf/") else f"train/{name}", value, on_step=True, on_epoch=False)
         for name, (value, count) in sums.items():
             self.log(f"train/{name}", value / max(count, 1.0), on_step=True, on_epoch=False)
+        for name in self._update_metrics - sums.keys():  # an update with nothing to learn from measured nothing
+            self.log(f"train/{name}", float("nan"), on_step=True, on_epoch=False)
+        self._update_metrics |= sums.keys()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/optimizer_steps", float(self.global_step), on_step=True, on_epoch=False)
         done = iteration + 1
@@ -184,12 +206,13 @@ class OnlineObjective(ObjectiveModule):
         self.score_tokens(rollout)
         return rollout
 
-    def generate(self, prompts: list[list[int]]):
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec | None = None, greedy: bool = False):
         """Sample from the policy with its LoRA deltas merged into the base weights (`ModelHandle.merged`:
         the originals are restored bit-exactly after): 0.83x the time of sampling through the active
         adapter for 64 responses on the 2-core CPU (`benchmarks/rollout_generation.py`)."""
         with self.handle.merged() as model:
-            return sample(model, prompts, self.handle.tokenizer.pad_token_id, self.stop_ids, self.sampling)
+            return sample(model, prompts, self.handle.tokenizer.pad_token_id, self.stop_ids, spec or self.sampling,
+                          greedy=greedy)
 
     def decode(self, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
         tokenizer = self.handle.tokenizer
@@ -258,6 +281,12 @@ class OnlineObjective(ObjectiveModule):
         scheduler = self.lr_schedulers()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))
         loss_total = torch.zeros((), device=self.device)
+        if len(rollout) == 0:  # nothing to learn from: the steps still count (schedule, global step)
+            for _ in range(self.epochs * self.minibatches):
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+            return sums, loss_total
         for _ in range(self.epochs):
             # every response in some minibatch (a rollout grown by a joined last window need not divide evenly)
             for minibatch in torch.tensor_split(torch.randperm(len(rollout)), self.minibatches):
@@ -302,12 +331,15 @@ class OnlineObjective(ObjectiveModule):
             return {}
         prompts = [e["prompt_input_ids"] for e in examples for _ in range(self.heldout_samples)]
         meta = [e["meta"] for e in examples for _ in range(self.heldout_samples)]
+        greedy = self.heldout_temperature == 0
+        spec = self.sampling if greedy or self.heldout_temperature is None else SamplingSpec(
+            self.sampling.max_new_tokens, self.heldout_temperature, self.sampling.top_p)
         completions, stopped, lengths = [], [], []
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(HELDOUT_SEED)
             for start in range(0, len(prompts), HELDOUT_BATCH):
-                samples = self.generate(prompts[start : start + HELDOUT_BATCH])
+                samples = self.generate(prompts[start : start + HELDOUT_BATCH], spec, greedy)
                 response_mask = samples.response_mask[:, samples.prompt_width:]
                 completions += self.decode(samples.sequences[:, samples.prompt_width:], response_mask)
                 stopped += samples.stopped.tolist()
@@ -318,6 +350,10 @@ class OnlineObjective(ObjectiveModule):
         result = {"iteration": iteration, "reward": {"mean": sum(scores) / len(scores), **by_task},
                   "completions/mean_length": sum(lengths) / len(lengths),
                   "completions/stopped": sum(stopped) / len(stopped)}
+        self._heldout_scores.append([float(x) for x in scores])
+        if len(self._heldout_scores) > 1:
+            change = paired_difference(self._heldout_scores[0], self._heldout_scores[-1])
+            result["change"] = {"diff": change.diff, "low": change.low, "high": change.high, "n": change.n}
         self.heldout.append(result)
         flat = {"val/reward": result["reward"]["mean"], **{f"val/reward/{t}": v for t, v in by_task.items()},
                 "val/completions/mean_length": result["completions/mean_length"],
@@ -329,8 +365,11 @@ class OnlineObjective(ObjectiveModule):
                 logger.log_text(key="val/samples", columns=list(rows[0]), data=[list(r.values()) for r in rows],
                                 step=iteration)
         self._append_samples_csv(rows)
-        log.info("held-out reward after %d iterations: %.3f (%s)", iteration, result["reward"]["mean"],
-                 ", ".join(f"{t} {v:.2f}" for t, v in by_task.items()))
+        change = result.get("change")
+        log.info("held-out reward after %d iterations: %.3f (%s)%s", iteration, result["reward"]["mean"],
+                 ", ".join(f"{t} {v:.2f}" for t, v in by_task.items()),
+                 f"; {change['diff']:+.3f} [{change['low']:+.3f}, {change['high']:+.3f}] from the start"
+                 if change else "")
         return result
 
     @staticmethod

@@ -63,16 +63,18 @@ def response_mask(new_tokens: torch.Tensor, stop_ids: Collection[int]) -> tuple[
 
 @torch.no_grad()
 def sample(model: torch.nn.Module, prompts: list[list[int]], pad_token_id: int, stop_ids: Collection[int],
-           spec: SamplingSpec, autocast_dtype: torch.dtype | None = None) -> Samples:
+           spec: SamplingSpec, autocast_dtype: torch.dtype | None = None, greedy: bool = False) -> Samples:
     """One response per prompt (repeat a prompt for a group), drawn with dropout off, from torch's
-    global generator (seeded by the run)."""
+    global generator (seeded by the run); `greedy`: the most likely token at every step instead (for
+    evaluation: temperature and top-p are then unused)."""
     device = next(model.parameters()).device
     input_ids, prompt_mask = left_pad(prompts, pad_token_id)
     with eval_mode(model), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         sequences = model.generate(
             input_ids=input_ids.to(device), attention_mask=prompt_mask.to(device),
-            max_new_tokens=spec.max_new_tokens, do_sample=True, temperature=spec.temperature, top_p=spec.top_p,
-            top_k=0, eos_token_id=sorted(stop_ids), pad_token_id=pad_token_id)
+            max_new_tokens=spec.max_new_tokens, eos_token_id=sorted(stop_ids), pad_token_id=pad_token_id,
+            **(dict(do_sample=False) if greedy else
+               dict(do_sample=True, temperature=spec.temperature, top_p=spec.top_p, top_k=0)))
     width = input_ids.shape[1]
     generated, stopped = response_mask(sequences[:, width:], stop_ids)
     responses = torch.cat([torch.zeros_like(prompt_mask), generated.cpu()], dim=1).to(device)
