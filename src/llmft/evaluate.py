@@ -238,7 +238,8 @@ def run(cfg: DictConfig) -> dict:
     model_spec, peft_spec = instantiate(train_cfg.model), instantiate(train_cfg.peft)
     precision, data_spec = instantiate(train_cfg.precision), instantiate(train_cfg.data)
     method_cls = get_class(train_cfg.method._target_) if cfg.run_dir else None
-    head = getattr(method_cls, "head", None)
+    # a value head plays no part in evaluation (and a run with a separate value model has none by the policy)
+    head = "score" if getattr(method_cls, "head", None) == "score" else None
     rows = load_rows(data_spec, "chat", train_cfg.seed)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -67,6 +67,7 @@ class OnlineRun:
     def __init__(self, method_cls, options: dict):
         self.prompts = method_cls.prompts_per_iteration(**options)  # the training batch: one rollout's prompts
         self.updates = method_cls.updates_per_iteration(**options)  # optimizer steps per iteration
+        self.value_model = method_cls.separate_value_model(**options)  # PPO: values from a second model
 
     @staticmethod
     def build_reward(reward_cfg: DictConfig, rows, data_spec):
@@ -149,8 +150,13 @@ def run(cfg: DictConfig) -> dict:
     if online:
         extra["reward"] = online.build_reward(cfg.reward, rows, data_spec)
     parents = parent_lineage(cfg.init_from, model_spec, peft_spec) if cfg.init_from else []
+    separate_values = bool(online and online.value_model)
     handle = models.build(model_spec, peft_spec, precision, with_reference=method_cls.needs_reference,
-                          head=method_cls.head, lineage=parents)
+                          head=None if separate_values else method_cls.head, lineage=parents)
+    if separate_values:  # the same starting point, its own adapter (or weights) and value head
+        extra["value_handle"] = models.build(model_spec, peft_spec, precision, head="value", lineage=parents)
+        log.info("value model: a second %s (%s), %.2fM trainable", model_spec.name_or_path, peft_spec.name,
+                 extra["value_handle"].parameter_counts()[0] / 1e6)
     renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
     batch_size, accumulate = (online.prompts, 1) if online else (data_spec.batch_size, cfg.trainer.accumulate_grad_batches)
     datamodule = ViewDataModule(rows, renderer, batch_size, accumulate, cfg.seed, data_spec.num_workers,
@@ -178,6 +184,8 @@ def run(cfg: DictConfig) -> dict:
     fit_seconds = time.perf_counter() - fit_started
     saved = handle.save(out / "checkpoints")
     log.info("saved %s", saved)
+    if separate_values:
+        log.info("saved the value model in %s", extra["value_handle"].save(out / "checkpoints" / "value_model"))
 
     if evaluator is not None:
         handle.place(device)  # Lightning's teardown moved the module to the CPU

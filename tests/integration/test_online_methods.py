@@ -80,6 +80,35 @@ def test_grpo_skips_groups_whose_rewards_are_all_equal_and_still_counts_its_step
     assert [float(r["train/frac_reward_zero_std"]) for r in train] == [1.0, 1.0]
 
 
+def test_ppo_with_a_separate_value_model_trains_and_saves_it_beside_the_policy(make_cfg, tmp_path):
+    """method.value_model=true: the policy has no head; a second model (its own LoRA and value head) gives
+    the values, trains with the value loss, and is saved in checkpoints/value_model/."""
+    from safetensors.torch import load_file
+
+    cfg = make_cfg(*FAST, "method=ppo", "peft=lora", "method.value_model=true", "method.minibatches=2")
+    spec = (instantiate(cfg.model), instantiate(cfg.peft), instantiate(cfg.precision))
+    L.seed_everything(cfg.seed, workers=True)  # as run() builds them: the policy, then the value model
+    policy_before = snapshot(models.build(*spec).model)
+    critic = models.build(*spec, head="value")
+    critic_before, head_before = snapshot(critic.model), snapshot(critic.head)
+    result = run(cfg)
+    policy = result["handle"]
+    assert policy.head is None
+    trainable = {n for n, p in policy.model.named_parameters() if p.requires_grad}
+    changed = {n for n, p in snapshot(policy.model).items() if not torch.equal(p, policy_before[n])}
+    assert changed == trainable
+    saved = tmp_path / "checkpoints" / "value_model" / "adapter"
+    head = load_head("value", saved, policy.model.config.hidden_size)
+    assert all(not torch.equal(p, head_before[n]) for n, p in head.named_parameters())
+    adapter = load_file(str(saved / "adapter_model.safetensors"))
+    lora_b = [k for k in adapter if "lora_B" in k]
+    assert lora_b and all(adapter[k].abs().sum() > 0 for k in lora_b)  # B starts at zero: the critic's LoRA moved
+    assert not any("lora_B" in n and p.abs().sum() > 0 for n, p in critic_before.items())
+    assert not (tmp_path / "checkpoints" / "adapter" / "value_head.safetensors").exists()
+    train = [r for r in logged(tmp_path) if r.get("train/loss")]
+    assert all(train[0][f"train/{n}"] != "" for n in PPO_LOGGED)
+
+
 def test_ppo_with_zero_lr_keeps_the_policy_and_recomputes_the_old_logps(make_cfg, tmp_path):
     """The consistency check that catches layout bugs: the loss's forward, on reshuffled, re-trimmed
     micro-batches in train mode, gives the rollout's old log-probs; and lr 0 leaves the policy as it was."""

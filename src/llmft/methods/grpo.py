@@ -22,7 +22,6 @@ from llmft.losses import aggregate, group_advantages, kl_penalty, ppo_policy_los
 from llmft.methods.base import Metrics
 from llmft.methods.online import OnlineObjective
 from llmft.methods.rollout import Rollout
-from llmft.models.forward import response_forward
 
 
 class GroupRelative(OnlineObjective):
@@ -61,8 +60,8 @@ class GroupRelative(OnlineObjective):
 
     def update_loss(self, part: Rollout) -> tuple[torch.Tensor, Metrics]:
         mask = part.response_mask.float()
-        logps, _, entropy = response_forward(self.model, part.sequences, part.attention_mask, part.prompt_width,
-                                             with_entropy=True, temperature=self.sampling.temperature)
+        logps, _, entropy = self.policy_forward(part.sequences, part.attention_mask, part.prompt_width,
+                                                with_entropy=True)
         old = part.old_logps if part.old_logps is not None else logps.detach()
         per_token, clipped = ppo_policy_loss(logps, old, part.advantages, mask, self.clip_eps, reduction="none")
         if self.kl_coef > 0:

@@ -22,8 +22,8 @@ figure is the objective the method maximises, on prompts it never trained on; 0 
 protocol of the test exact match), drawn with a fixed seed and the training RNG untouched, so the
 three evaluations share their random numbers. It logs `val/reward`, `val/reward/<task>`,
 `val/completions/*`, with a few responses per task appended to `samples.csv` in the run folder (and
-a W&B table); from the middle on, `change`: the mean difference from the start, response by
-response, with a paired 95% interval.
+a W&B table); from the middle on, `change`: the mean difference from the start, paired by prompt
+(the mean of its draws), with a 95% interval.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class OnlineObjective(ObjectiveModule):
         self.stop_ids = sorted(end_of_turn_ids(handle.tokenizer))
         self.heldout: list[dict] = []  # [{"iteration": i, "reward": {"mean": x, task: x}, ...}]
         self._update_metrics: set[str] = set()  # names the update has logged (NaN when an update skips them)
-        self._heldout_scores: list[list[float]] = []  # per validation response, for heldout_change
+        self._heldout_scores: list[list[float]] = []  # per validation prompt (mean of its draws), for `change`
 
     # -- configuration -------------------------------------------------------------------------
     @classmethod
@@ -123,6 +123,11 @@ class OnlineObjective(ObjectiveModule):
             raise ValueError(f"method.loss_aggregation={o['loss_aggregation']!r}: choose one of {list(AGGREGATIONS)}")
         if not 0 < o["clip_eps"] < 1:
             raise ValueError(f"method.clip_eps={o['clip_eps']}: must be in (0, 1)")
+
+    @classmethod
+    def separate_value_model(cls, **options: Any) -> bool:
+        """Whether the orchestration builds a second model for the values (PPO's `value_model`)."""
+        return False
 
     @classmethod
     def prompts_per_iteration(cls, **options: Any) -> int:
@@ -229,7 +234,6 @@ class OnlineObjective(ObjectiveModule):
     def score_tokens(self, rollout: Rollout) -> None:
         """Reference log-probs (always: the KL is logged), and old log-probs and values where the update
         needs them (several updates per rollout, or PPO), micro-batch by micro-batch."""
-        head = getattr(self, "scalar_head", None)
         needs_old = self.uses_old_logps or self.updates_per_iteration(**self._own_options()) > 1
         ref, old, values = [], [], []
         for rows in self._chunks(len(rollout)):
@@ -239,14 +243,21 @@ class OnlineObjective(ObjectiveModule):
                                             temperature=self.sampling.temperature)[0])
             if needs_old:
                 with eval_mode(self.model):
-                    logps, value, _ = response_forward(self.model, seq, att, rollout.prompt_width, head,
-                                                       temperature=self.sampling.temperature)
+                    logps, value, _ = self.policy_forward(seq, att, rollout.prompt_width)
                 old.append(logps)
                 if value is not None:
                     values.append(value)
         rollout.ref_logps = torch.cat(ref)
         rollout.old_logps = torch.cat(old) if old else None
         rollout.values = torch.cat(values) if values else None
+
+    def policy_forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
+                       with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(log-probs, values or None, entropy or None) of the responses under the policy, in the loss's
+        layout (`response_forward`); the values come from the value head where the method has one."""
+        return response_forward(self.model, sequences, attention_mask, prompt_width,
+                                getattr(self, "scalar_head", None), with_entropy=with_entropy,
+                                temperature=self.sampling.temperature)
 
     def rollout_metrics(self, rollout: Rollout) -> dict[str, float]:
         mask = rollout.response_mask.float()
@@ -350,7 +361,8 @@ class OnlineObjective(ObjectiveModule):
         result = {"iteration": iteration, "reward": {"mean": sum(scores) / len(scores), **by_task},
                   "completions/mean_length": sum(lengths) / len(lengths),
                   "completions/stopped": sum(stopped) / len(stopped)}
-        self._heldout_scores.append([float(x) for x in scores])
+        k = self.heldout_samples  # a prompt's draws are one unit of the paired comparison (they are not independent)
+        self._heldout_scores.append([sum(scores[i : i + k]) / k for i in range(0, len(scores), k)])
         if len(self._heldout_scores) > 1:
             change = paired_difference(self._heldout_scores[0], self._heldout_scores[-1])
             result["change"] = {"diff": change.diff, "low": change.low, "high": change.high, "n": change.n}

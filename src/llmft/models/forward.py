@@ -120,3 +120,13 @@ def response_forward(model: torch.nn.Module, sequences: torch.Tensor, attention_
             floats = logits[:, :-1].float()
             entropy = torch.logsumexp(floats, -1) - (floats.softmax(-1) * floats).sum(-1)
     return logps, values, entropy
+
+
+def response_values(model: torch.nn.Module, head: torch.nn.Module, sequences: torch.Tensor,
+                    attention_mask: torch.Tensor, prompt_width: int) -> torch.Tensor:
+    """Values [B, N] of a separate value model, in `response_forward`'s layout (column t: the state
+    before response token t), without the vocabulary projection (one logit row is kept)."""
+    n = sequences.shape[1] - prompt_width
+    out = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                logits_to_keep=1, output_hidden_states=True)
+    return head(out.hidden_states[-1][:, prompt_width - 1 : prompt_width - 1 + n]).float()
