@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/online_table.sh [OUT] [SFT_RUN] [REWARD_RUN]   # OUT defaults to runs/online_table;
 #                                                                  # without SFT_RUN / REWARD_RUN they are trained first
-# About 1 h 15 min on a 2-core CPU (plus 7 min for the SFT run and 25 for the reward model if trained here).
+# About 1 h 20 min on a 2-core CPU (plus 7 min for the SFT run and 25 for the reward model if trained here).
 out=${1:-runs/online_table}
 source "$(dirname "$0")/runs.sh"
 sft=${2:-}
