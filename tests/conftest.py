@@ -11,6 +11,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from llmft.resolvers import register
+
+register()  # the resolvers conf/ uses, as train.py registers them
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

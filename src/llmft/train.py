@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from llmft import models, reference_cache, run_card
+from llmft import models, objective, reference_cache, resume, run_card
+from llmft.checkpoints import ResumeCheckpoints
 from llmft.console import quiet_console
 from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
@@ -124,10 +129,30 @@ def build_evaluator(cfg: DictConfig, method_cls, handle, renderer: ChatRenderer,
     return Evaluator(renderer, eval_spec, chat_val_examples(datamodule, data_spec, renderer, cfg.seed), dtype)
 
 
+def task_overrides() -> list[str]:
+    """The command line's overrides (empty when the config was not composed by Hydra)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def slurm_plugins() -> list:
+    """Inside a SLURM allocation: Lightning reads it (ranks, nodes) but never requeues; the submitit
+    launcher owns the requeue (see llmft.checkpoints). torch uses the CPUs the job was given (unless
+    OMP_NUM_THREADS says otherwise), so a job computes the same at any node size."""
+    if not SLURMEnvironment.detect():
+        return []
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(cpus))
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     quiet_console()
-    out = Path(cfg.paths.output_dir)
+    cfg, out, resume_point = resume.resolve(cfg, Path(cfg.paths.output_dir), task_overrides())
     L.seed_everything(cfg.seed, workers=True)
 
     # Everything that can be wrong with the input fails here, before any training or writing.
@@ -141,9 +166,20 @@ def run(cfg: DictConfig) -> dict:
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     online = OnlineRun(method_cls, method_factory.keywords) if method_cls.generates else None
+    objective_name = objective.objective_name(cfg.get("objective"), bool(online))
+    if objective_name == "val/exact_match" and method_cls.head == "score":
+        raise ValueError("objective=val/exact_match: a reward model generates nothing; use val/loss")
+    if objective_name == "val/exact_match" and not cfg.evaluate:
+        raise ValueError("objective=val/exact_match: needs evaluate=true (it runs the suite on its validation split)")
     trainer = L.Trainer(**trainer_kwargs(cfg.trainer, online.updates if online else 1), precision=precision.trainer,
-                        logger=loggers, callbacks=callbacks, default_root_dir=str(out),
+                        logger=loggers, callbacks=callbacks, default_root_dir=str(out), plugins=slurm_plugins(),
                         **({"limit_val_batches": 0} if online else {}))
+    if resume_point is None:
+        resume.save_run_config(cfg, out)
+    else:
+        resume.cut_metrics(out, resume_point)
+        # Lightning cannot see that the datamodule restores the position in the epoch (llmft.data.datamodule)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
     device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
     extra = {}
@@ -171,17 +207,29 @@ def run(cfg: DictConfig) -> dict:
     evaluator = build_evaluator(cfg, method_cls, handle, renderer, datamodule) if cfg.evaluate else None
     reports, records = {}, {}
     if evaluator is not None and eval_spec.base and method_cls.head != "score":  # a fresh score head ranks at chance
-        handle.place(device)
-        with handle.initial() as base:
-            reports["base"], records["base"] = evaluator(base, "base")
+        saved_base = resume.load_base_eval(out) if resume_point else None
+        if saved_base:
+            reports["base"], records["base"] = saved_base
+        else:
+            handle.place(device)
+            with handle.initial() as base:
+                reports["base"], records["base"] = evaluator(base, "base")
+            resume.save_base_eval(out, reports["base"], records["base"])
 
     method = method_factory(handle=handle, optimizer=optimizer, scheduler=scheduler,
                             gradient_clip_val=cfg.trainer.gradient_clip_val, **extra)
     if getattr(method, "precompute_ref", False):
         precompute_reference(method, handle, datamodule, parents, model_spec, peft_spec, precision, device)
     fit_started = time.perf_counter()
-    trainer.fit(method, datamodule=datamodule)
+    trainer.fit(method, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None,
+                weights_only=False)
     fit_seconds = time.perf_counter() - fit_started
+    checkpointer = next((c for c in callbacks if isinstance(c, ResumeCheckpoints)), None)
+    if checkpointer is not None and checkpointer.preempted:
+        checkpointer.hand_over()  # submitit requeues the job; the requeued one resumes this folder
+    objective_value = {"val/loss": lambda: objective.validation_loss(trainer, method, datamodule),
+                       "val/reward": lambda: method.heldout[-1]["reward"]["mean"] if method.heldout else None,
+                       }.get(objective_name, lambda: None)()
     saved = handle.save(out / "checkpoints")
     log.info("saved %s", saved)
     if separate_values:
@@ -191,6 +239,8 @@ def run(cfg: DictConfig) -> dict:
         handle.place(device)  # Lightning's teardown moved the module to the CPU
         with handle.merged() as tuned:
             reports["tuned"], records["tuned"] = evaluator(tuned, "tuned")
+            if objective_name == "val/exact_match":
+                objective_value = objective.validation_exact_match(evaluator, tuned)
         if method_cls.view == "pair" and method_cls.needs_reference:  # DPO family: its implicit reward
             reports["tuned"]["pairwise_accuracy"] = implicit_reward_accuracy(
                 handle.model, handle.reference, renderer, eval_spec, autocast_dtype(precision.trainer))
@@ -224,9 +274,11 @@ def run(cfg: DictConfig) -> dict:
         "packages": run_card.package_versions(),
         "saved": str(saved.relative_to(out)),
         **({"heldout_reward": method.heldout} if online else {}),
+        "objective": objective.card_entry(objective_name, objective_value),
         "eval": {name: next(r[k]["overall"] for k in ("exact_match", "pairwise_accuracy") if k in r)
                  for name, r in reports.items()},
     }
     write_json_atomic(out / "run_card.json", card)
+    log.info("objective %s = %s (validation)", objective_name, objective_value)
     log.info("run folder: %s", out)
-    return {"reports": reports, "card": card, "handle": handle}
+    return {"reports": reports, "card": card, "handle": handle, "objective": objective_value}

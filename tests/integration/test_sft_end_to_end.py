@@ -50,7 +50,7 @@ def test_sft_trains_what_it_should_and_nothing_else(make_cfg, tmp_path, peft):
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in result["handle"].model.modules())
 
     # The run folder of DESIGN.md.
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "resume" / "config.yaml").is_file()  # resume checkpoints: see test_resume.py
     with open(tmp_path / "metrics.csv") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("train/loss")]
     assert [int(r["step"]) for r in rows] == [0, 1, 2]

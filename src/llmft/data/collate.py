@@ -62,6 +62,10 @@ class LengthGroupedWindows(Sampler[list[int]]):
         self.group_windows = group_windows
         self.min_size = min_size  # a shorter last window of a chunk joins the window before it
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, done: int) -> None:
+        self._resume = (epoch, done)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -82,7 +86,11 @@ class LengthGroupedWindows(Sampler[list[int]]):
         return [windows[i] for i in shuffled]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.windows(self.epoch))
+        windows = self.windows(self.epoch)
+        if self._resume is not None and self._resume[0] == self.epoch:
+            windows = windows[self._resume[1]:]
+            self._resume = None
+        return iter(windows)
 
     def __len__(self) -> int:
         return len(self.windows(0))  # the count is the same every epoch

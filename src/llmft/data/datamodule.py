@@ -128,6 +128,15 @@ class ViewDataModule(L.LightningDataModule):
         self.train_examples: list[dict] = []
         self.val_examples: list[dict] = []
         self.dropped: dict[str, Counter] = {}
+        self._resume_position: dict[str, int] | None = None
+
+    # -- the position in the epoch, saved in resume checkpoints (written at an optimizer-step boundary) --
+    def state_dict(self) -> dict[str, int]:
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "windows_done": progress.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = dict(state_dict)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_examples:
@@ -173,15 +182,21 @@ class ViewDataModule(L.LightningDataModule):
     @property
     def windows_per_epoch(self) -> int:
         """Optimizer steps in one epoch."""
-        return len(self.train_dataloader().sampler)
+        return len(self.windows())
 
     @property
     def pad_token_id(self) -> int:
         return self.renderer.tokenizer.pad_token_id
 
+    def windows(self) -> LengthGroupedWindows:
+        return LengthGroupedWindows([example_length(e) for e in self.train_examples], self.window_size, self.seed,
+                                    group_windows=self.group_windows, min_size=self.min_window)
+
     def train_dataloader(self) -> DataLoader:
-        windows = LengthGroupedWindows([example_length(e) for e in self.train_examples], self.window_size, self.seed,
-                                       group_windows=self.group_windows, min_size=self.min_window)
+        windows = self.windows()
+        if self._resume_position is not None:  # a resumed run: the loader Lightning builds after restoring
+            windows.resume_at(self._resume_position["epoch"], self._resume_position["windows_done"])
+            self._resume_position = None
         # batch_size=None: each sampled index is a whole window, which Lightning re-seeds per epoch
         return DataLoader(
             WindowDataset(self.train_examples),

@@ -81,6 +81,7 @@ class ObjectiveModule(L.LightningModule):
         self._step_started: float | None = None
         self._grad_norm: torch.Tensor | None = None
         self._val_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))
+        self.validated_at_step: int | None = None
 
     @classmethod
     def check_config(cls, **options: Any) -> None:
@@ -165,6 +166,7 @@ class ObjectiveModule(L.LightningModule):
         for name, (value, count) in self._val_sums.items():
             self.log(f"val/{name}", value / max(count, 1.0), prog_bar=name == "loss")
         self._val_sums.clear()
+        self.validated_at_step = self.global_step  # the objective's val/loss is current
         self._step_started = None
 
     # -- optimiser: every trainable parameter of the module (the policy, and heads) ----------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import io
 import logging
 import time
 from collections import defaultdict
@@ -45,6 +46,7 @@ from llmft.metrics.paired import paired_difference
 from llmft.models.factory import end_of_turn_ids
 from llmft.models.forward import eval_mode, response_forward
 from llmft.models.sampling import SamplingSpec, sample
+from llmft.utils import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_TASK = 2  # responses per task written to samples.csv at each held-out evaluation
@@ -408,6 +410,32 @@ class OnlineObjective(ObjectiveModule):
         super().on_fit_start()
         if hasattr(self.reward, "place"):
             self.reward.place(self.device)
+
+    # -- resume: the state a checkpoint carries beyond parameters, optimizer and schedule ------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["online_state"] = {"heldout": self.heldout, "heldout_scores": self._heldout_scores,
+                                      "kl_coef": self.kl_coef, "update_metrics": sorted(self._update_metrics)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["online_state"]
+        self.heldout, self._heldout_scores = state["heldout"], state["heldout_scores"]
+        self.kl_coef, self._update_metrics = state["kl_coef"], set(state["update_metrics"])
+        self._cut_samples_csv(self.heldout[-1]["iteration"] if self.heldout else -1)
+
+    def _cut_samples_csv(self, last_iteration: int) -> None:
+        """A resumed run evaluates again the held-out rounds after its checkpoint: drop their samples."""
+        path = Path(self.trainer.default_root_dir) / "samples.csv"
+        if not path.is_file():
+            return
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], [r for r in reader if int(r["iteration"]) <= last_iteration]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_bytes_atomic(path, text.getvalue().encode("utf-8"))
 
     # Lightning's validation loop is off for online methods (held-out reward above instead)
     def validation_step(self, batch: dict, batch_idx: int) -> None:
