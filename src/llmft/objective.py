@@ -11,7 +11,7 @@ import dataclasses
 
 import lightning as L
 
-DIRECTIONS = {"val/loss": "minimize", "val/exact_match": "maximize", "val/reward": "maximize"}
+from llmft.constants import OBJECTIVE_DIRECTIONS as DIRECTIONS
 
 
 def objective_name(configured: str | None, online: bool) -> str:
