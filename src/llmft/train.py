@@ -146,6 +146,8 @@ def slurm_plugins() -> list:
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     if cpus and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(cpus))
+    log.info("SLURM job %s: Lightning reads the allocation, submitit owns the requeue (Lightning's auto-requeue "
+             "off); %d torch threads", os.environ.get("SLURM_JOB_ID"), torch.get_num_threads())
     return [SLURMEnvironment(auto_requeue=False)]
 
 

@@ -4,6 +4,7 @@ finishes, and its per-step losses equal an uninterrupted run's bit for bit (fp32
 the job's one CPU)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,8 +14,6 @@ import time
 
 import pytest
 
-from llmft import resume
-from llmft.checkpoints import saved_checkpoints
 from tests.integration.test_resume import ROOT, per_step, train
 
 pytestmark = pytest.mark.slurm
@@ -45,20 +44,22 @@ def test_a_signalled_job_checkpoints_requeues_and_matches_an_uninterrupted_run(t
     reference = tmp_path / "reference"
     train(*RUN, f"hydra.run.dir={reference}")  # OMP_NUM_THREADS=1, as the job's one CPU
 
-    sweep = tmp_path / "sweep"
+    # the sweep folder has ${now:...} in it: the requeued job must land in the folder its first attempt used
+    runs = tmp_path / "runs"
     launcher = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=10",
          *RUN, "+callbacks.slow._target_=helpers.interrupt.SlowSteps", "+callbacks.slow.seconds=0.3",
-         f"hydra.sweep.dir={sweep}"],
+         f"paths.runs_dir={runs}"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests" / "integration")},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        run_dir = sweep / "0_sft-lora"
         deadline = time.monotonic() + 240
-        while not saved_checkpoints(run_dir / resume.RESUME_DIR):  # the job is training, past its first checkpoint
-            assert launcher.poll() is None, launcher.stdout.read()[-3000:]
+        while not (found := list(runs.glob("multirun/*/*/0_sft-lora/checkpoints/resume/step-*.ckpt"))):
+            assert launcher.poll() is None, launcher.stdout.read()[-3000:]  # the job is training, past a checkpoint
             assert time.monotonic() < deadline, "the job wrote no checkpoint in 4 minutes"
             time.sleep(0.5)
+        run_dir = found[0].parents[2]
+        sweep = run_dir.parent
         jobs = [p.name for p in (sweep / ".submitit").iterdir() if p.name[0].isdigit()]
         assert len(jobs) == 1, jobs
         job = jobs[0]
@@ -67,6 +68,7 @@ def test_a_signalled_job_checkpoints_requeues_and_matches_an_uninterrupted_run(t
         while not (job_field(job, "Restarts") == "1" and job_field(job, "JobState") == "PENDING"):
             assert launcher.poll() is None and time.monotonic() < deadline + 120, "the job was not requeued"
             time.sleep(0.5)
+        time.sleep(1.1)  # a later second than the first attempt's: a re-resolved ${now:%H-%M-%S} would differ
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
         output, _ = launcher.communicate(timeout=400)
     finally:
@@ -80,8 +82,12 @@ def test_a_signalled_job_checkpoints_requeues_and_matches_an_uninterrupted_run(t
         time.sleep(1)
     assert job_field(job, "JobState") == "COMPLETED"
     assert job_field(job, "Restarts") == "1"  # requeued once, by submitit
+    folders = [p for p in runs.glob("multirun/*/*/*") if p.is_dir() and not p.name.startswith(".")]
+    assert folders == [run_dir], "the requeued job wrote another run folder"
     log = (run_dir / "train.log").read_text()
     assert "checkpointing at the end of this step" in log and "requeued SLURM job" in log
+    assert "submitit owns the requeue (Lightning's auto-requeue off); 1 torch threads" in log
     assert per_step(run_dir, "train/loss") == per_step(reference, "train/loss")
     assert len(per_step(reference, "train/loss")) == 24
-    assert (run_dir / "run_card.json").is_file()
+    card = json.loads((run_dir / "run_card.json").read_text())
+    assert card["torch"]["num_threads"] == 1  # the job's one CPU (hydra.launcher.cpus_per_task=1)

@@ -1,6 +1,6 @@
 """`hydra/launcher=slurm` against a real SLURM cluster (CI: the single-node one of shared/slurm, brought
 up by .ci/run): a sweep's runs as a job array, every job COMPLETED, every run folder complete, the report
-built from them; and a requeued job landing in the run folder it started in."""
+built from them. Preemption and requeue: test_preemption.py."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF, ROOT
+from tests.conftest import ROOT
 
 
 def slurm_answers() -> str | None:
@@ -107,90 +107,3 @@ def test_the_report_is_built_from_the_slurm_runs(slurm_sweep):
     report = (slurm_sweep / "report.html").read_text()
     for run in ("0_sft-lora_lr0.0003_r8", "3_sft-lora_lr0.001_r16"):
         assert run in report
-
-
-PROBE = '''
-"""A task function on llmft's own config that records where Hydra put it and what Lightning sees of
-the allocation; its first attempt waits to be preempted."""
-import json, os, sys, time
-import hydra
-from hydra.core.hydra_config import HydraConfig
-
-from llmft.resolvers import register
-
-register()
-
-
-@hydra.main(version_base="1.3", config_path=%(conf)r, config_name="train")
-def main(cfg):
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-    from llmft.train import slurm_plugins
-
-    plugins = slurm_plugins()
-    record = {"time": time.time(), "job": os.environ.get("SLURM_JOB_ID"),
-              "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
-              "output_dir": HydraConfig.get().runtime.output_dir, "sweep_dir": HydraConfig.get().sweep.dir,
-              "detected": SLURMEnvironment.detect(),
-              "plugins": [(type(p).__name__, getattr(p, "auto_requeue", None)) for p in plugins],
-              "world_size": plugins[0].world_size() if plugins else None,
-              "omp_threads": os.environ.get("OMP_NUM_THREADS")}
-    with open(os.environ["PROBE_LOG"], "a") as log:
-        log.write(json.dumps(record) + "\\n")
-    if record["restart"] == 0:
-        time.sleep(150)  # the test preempts this attempt
-    return 0.0
-
-
-if __name__ == "__main__":
-    main()
-'''
-
-
-def wait_for(condition, what: str, timeout: float, launcher: subprocess.Popen, stderr: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if launcher.poll() is not None:
-            raise AssertionError(f"the launching process ended ({launcher.returncode}) while waiting for {what}:\n"
-                                 f"{stderr.read_text()[-3000:]}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_a_requeued_job_lands_in_the_run_folder_it_started_in(tmp_path):
-    """The sweep folder has `${now:...}` in it (no hydra.sweep.dir given). The launching process resolves
-    it; the job, and the same job requeued after a preemption signal (USR2: submitit checkpoints the
-    launcher and requeues), must resolve it to the same folder, not to the time they start."""
-    (tmp_path / "probe.py").write_text(PROBE % {"conf": str(CONF)})
-    log, stderr = tmp_path / "probe.jsonl", tmp_path / "launcher.err"
-    with open(tmp_path / "launcher.out", "w") as out, open(stderr, "w") as err:
-        launcher = subprocess.Popen(
-            [sys.executable, "probe.py", "-m", "+sweep=lr_rank", "optim.lr=1e-3", "peft.r=8", *LAUNCHER,
-             f"paths.runs_dir={tmp_path / 'runs'}"],
-            cwd=tmp_path, stdout=out, stderr=err, env={**os.environ, "PROBE_LOG": str(log)})
-    try:
-        read = lambda: [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        [first] = wait_for(read, "the job to start", 120, launcher, stderr)
-        job = first["job"]
-        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
-        # SLURM holds a requeued job for about 2 minutes (BeginTime); let it start now
-        wait_for(lambda: "JobState=PENDING" in subprocess.run(["scontrol", "show", "job", job], capture_output=True,
-                                                               text=True).stdout, "the requeue", 60, launcher, stderr)
-        time.sleep(1.1)  # a later second than the first attempt's, so a re-resolved ${now:%H-%M-%S} would differ
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
-        launcher.wait(timeout=180)
-        assert launcher.returncode == 0, stderr.read_text()[-3000:]
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    first, second = read()
-    assert (first["restart"], second["restart"]) == (0, 1) and first["job"] == second["job"]
-    assert second["time"] - first["time"] > 1
-    assert second["output_dir"] == first["output_dir"], (first, second)
-    [sweep_dir] = (tmp_path / "runs" / "multirun").glob("*/*_lr_rank")
-    assert first["output_dir"] == str(sweep_dir / "0_sft-lora_lr0.001_r8")
-    # Lightning reads the allocation (SLURM_NTASKS & co.) and leaves the requeue to submitit
-    assert first["detected"] is True and first["plugins"] == [["SLURMEnvironment", False]], first
-    assert first["world_size"] == 1 and first["omp_threads"] == "1"  # cpus_per_task=1 -> one torch thread
