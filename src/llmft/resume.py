@@ -43,7 +43,18 @@ def base_eval_path(run_dir: str | Path) -> Path:
 
 
 def save_run_config(cfg: DictConfig, out: Path) -> None:
-    write_bytes_atomic(run_config_path(out), OmegaConf.to_yaml(cfg, resolve=True).encode())
+    """The config resolved, except environment lookups (`${oc.env:HF_TOKEN}`): a resume reads the
+    environment again, and no secret is written to the run folder."""
+    kept = _keep_env_lookups(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(cfg, resolve=True))
+    write_bytes_atomic(run_config_path(out), OmegaConf.to_yaml(OmegaConf.create(kept)).encode())
+
+
+def _keep_env_lookups(raw, resolved):
+    if isinstance(raw, dict):
+        return {k: _keep_env_lookups(raw[k], resolved[k]) for k in raw}
+    if isinstance(raw, list):
+        return [_keep_env_lookups(r, v) for r, v in zip(raw, resolved)]
+    return raw if isinstance(raw, str) and "${oc.env:" in raw else resolved
 
 
 def requeued() -> bool:

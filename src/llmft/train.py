@@ -11,8 +11,8 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from lightning.pytorch.plugins.environments import SLURMEnvironment
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from llmft import models, objective, reference_cache, resume, run_card
@@ -22,6 +22,7 @@ from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load
 from llmft.data.templates import ChatRenderer
 from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format_table, implicit_reward_accuracy,
                             log_reports, score_margin, write_results)
+from llmft.loggers import public_card, public_config, record_run
 from llmft.runs import finished_run, lineage
 from llmft.utils import write_json_atomic
 
@@ -176,6 +177,8 @@ def run(cfg: DictConfig) -> dict:
     trainer = L.Trainer(**trainer_kwargs(cfg.trainer, online.updates if online else 1), precision=precision.trainer,
                         logger=loggers, callbacks=callbacks, default_root_dir=str(out), plugins=slurm_plugins(),
                         **({"limit_val_batches": 0} if online else {}))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(public_config(cfg))  # secrets redacted
     if resume_point is None:
         resume.save_run_config(cfg, out)
     else:
@@ -280,7 +283,8 @@ def run(cfg: DictConfig) -> dict:
         "eval": {name: next(r[k]["overall"] for k in ("exact_match", "pairwise_accuracy") if k in r)
                  for name, r in reports.items()},
     }
-    write_json_atomic(out / "run_card.json", card)
+    write_json_atomic(out / "run_card.json", public_card(card))  # secrets redacted, the command line's too
     log.info("objective %s = %s (validation)", objective_name, objective_value)
+    record_run(trainer.loggers, card, reports)  # the last logging call: it finishes a W&B run
     log.info("run folder: %s", out)
     return {"reports": reports, "card": card, "handle": handle, "objective": objective_value}

@@ -1,0 +1,118 @@
+"""Online or offline, decided before `wandb.init` so that a run never waits on the network.
+
+`wandb.init` online with an API key but no route to the server blocks for its `init_timeout`
+(90 s by default) and then raises. Here the decision takes seconds: W&B's own mode setting
+(`WANDB_MODE`, `wandb offline`), then whether any credentials exist (`WANDB_API_KEY`,
+`WANDB_IDENTITY_TOKEN_FILE`, `wandb login`'s ~/.netrc entry, the settings file), then a TCP connect
+to the server named by W&B's `base_url` (`WANDB_BASE_URL`, or the proxy that would carry the
+request) with a short timeout. The reason for going offline is kept, for the warning and the
+`wandb sync` hint.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import wandb
+
+FALLBACK_BASE_URL = "https://api.wandb.ai"
+
+
+@dataclass(frozen=True)
+class ModeDecision:
+    mode: str  # "online" | "offline" | "disabled"
+    reason: str  # why: shown in the warning of an offline run and kept on the logger
+    seconds: float = 0.0  # time the decision took
+    base_url: str | None = None  # the server probed: wandb.init is given this one (W&B caches its settings per process)
+
+
+def wandb_settings() -> wandb.Settings:
+    """W&B's settings from its settings file and the environment, loaded the way `wandb.init` loads
+    them (wandb/sdk/wandb_setup.py, `_load_settings`) but without touching W&B's global state."""
+    settings = wandb.Settings()
+    config_dir = os.environ.get("WANDB_CONFIG_DIR")
+    settings.settings_system = str(Path(config_dir).expanduser() / "settings" if config_dir
+                                   else Path("~", ".config", "wandb", "settings").expanduser())
+    settings.update_from_system_settings()
+    settings.update_from_env_vars(dict(os.environ))
+    return settings
+
+
+def has_credentials(settings: wandb.Settings) -> str | None:
+    """Where W&B would find credentials for `settings.base_url`, or None when it would find none."""
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+        if os.environ.get(name):
+            return name
+    if settings.api_key or getattr(settings, "identity_token_file", None):
+        return "the W&B settings"
+    try:
+        from wandb.sdk.lib.wbauth import wbnetrc
+
+        if wbnetrc.read_netrc_auth(host=settings.base_url):
+            return "~/.netrc (wandb login)"
+    except Exception:  # an unreadable or malformed netrc: wandb.init would not use it either
+        pass
+    return None
+
+
+def probe_target(base_url: str) -> tuple[str, int]:
+    """(host, port) a request to `base_url` first connects to: the proxy when one applies."""
+    url = urlsplit(base_url)
+    host = url.hostname or ""
+    if not urllib.request.proxy_bypass(host):
+        proxies = urllib.request.getproxies()
+        proxy = proxies.get(url.scheme) or proxies.get("all")
+        if proxy:
+            url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            host = url.hostname or ""
+    return host, url.port or (443 if url.scheme == "https" else 80)
+
+
+def probe(host: str, port: int, timeout: float) -> str | None:
+    """None when a TCP connection to host:port opens within `timeout` seconds, else why not. The name
+    lookup is inside the bound too (a thread: getaddrinfo itself takes no timeout)."""
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{type(err).__name__}: {err}")
+
+    worker = threading.Thread(target=connect, daemon=True, name="wandb-probe")
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def decide_mode(requested: str | None, probe_timeout: float) -> ModeDecision:
+    """Online only when nothing asks for offline, credentials exist and the server answers."""
+    started = time.perf_counter()
+
+    def decided(mode: str, reason: str, base_url: str | None = None) -> ModeDecision:
+        return ModeDecision(mode, reason, round(time.perf_counter() - started, 3), base_url)
+
+    if requested in ("offline", "disabled"):
+        return decided(requested, f"logger.wandb.mode={requested}")
+    if requested not in (None, "online"):
+        raise ValueError(f"logger.wandb.mode={requested}: expected null, online, offline or disabled")
+    settings = wandb_settings()
+    if settings.mode in ("offline", "dryrun", "disabled"):
+        return decided("disabled" if settings.mode == "disabled" else "offline",
+                       f"W&B mode is {settings.mode} (WANDB_MODE or `wandb offline`)")
+    source = has_credentials(settings)
+    if source is None:
+        return decided("offline", "no W&B credentials (WANDB_API_KEY, `wandb login`)")
+    base_url = settings.base_url or FALLBACK_BASE_URL
+    host, port = probe_target(base_url)
+    failure = probe(host, port, probe_timeout)
+    if failure is not None:
+        return decided("offline", f"credentials from {source}, but {host}:{port} is unreachable ({failure})")
+    return decided("online", f"credentials from {source}, {host}:{port} answers", base_url)
