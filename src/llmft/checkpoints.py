@@ -98,6 +98,8 @@ class ResumeCheckpoints(L.Callback):
         self._signal: int | None = None
         self._previous_handler: Any = None
         self._rng_to_restore: dict[str, Any] | None = None
+        self._trainer: L.Trainer | None = None
+        self._saved_step = -1  # the global step of the newest checkpoint
 
     # -- saving ----------------------------------------------------------------------------------
     def save(self, trainer: L.Trainer) -> Path:
@@ -116,6 +118,7 @@ class ResumeCheckpoints(L.Callback):
             raise
         for old in saved_checkpoints(self.dirpath)[: -self.keep_last_k]:
             old.unlink()
+        self._saved_step = trainer.global_step
         log.info("checkpoint %s", final)
         return final
 
@@ -124,7 +127,12 @@ class ResumeCheckpoints(L.Callback):
             self.save(trainer)
             log.warning("preempted: checkpointed at step %d; handing over to submitit to requeue", trainer.global_step)
             trainer.should_stop = True
-        elif trainer.global_step % self.every_n_steps == 0:
+        elif trainer.global_step // self.every_n_steps > max(self._saved_step, 0) // self.every_n_steps:
+            self.save(trainer)  # an online method's steps grow by several per batch: crossing a multiple counts
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The final step too: a job preempted during the evaluation after training resumes without training."""
+        if not self.preempted and self._saved_step != trainer.global_step:
             self.save(trainer)
 
     def state_dict(self) -> dict[str, Any]:
@@ -135,23 +143,35 @@ class ResumeCheckpoints(L.Callback):
         self._rng_to_restore = state_dict["rng"]  # set when training starts: nothing in set-up draws from them
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved_step = trainer.global_step  # a resumed run: the checkpoint it started from
         if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
     # -- preemption ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trainer = trainer
         if self.on_preemption and os.environ.get("SUBMITIT_FOLDER"):  # inside a job submitit started
             self._signal = preemption_signal()
             self._previous_handler = signal.signal(self._signal, self._request_stop)
             log.info("preemption: %s checkpoints, then submitit requeues", signal.Signals(self._signal).name)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After training, the signal is submitit's again: a job preempted while it evaluates is requeued
+        at once (it resumes from the final checkpoint, and evaluates)."""
+        if self._signal is not None and not self.preempted:
+            previous = self._previous_handler
+            signal.signal(self._signal, previous if previous is not None else signal.SIG_DFL)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         log.warning("caught %s: checkpointing at the end of this step", signal.Signals(signum).name)
         self.preempted = True
 
     def hand_over(self) -> None:
-        """After a preempted fit: give the signal to submitit's handler (it requeues the job and exits)."""
+        """After a preempted fit: give the signal to submitit's handler (it requeues the job and exits).
+        A signal that came outside a training step (during validation) is checkpointed here."""
+        if self._trainer is not None and self._saved_step != self._trainer.global_step:
+            self.save(self._trainer)
         handler, self._previous_handler = self._previous_handler, None
         signal.signal(self._signal, handler if callable(handler) else signal.SIG_DFL)
         if callable(handler):
@@ -162,4 +182,7 @@ class ResumeCheckpoints(L.Callback):
 def preemption_signal() -> int:
     """The signal submitit asks SLURM to send before a time limit or preemption (its own setting)."""
     name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    return getattr(signal, name if name.startswith("SIG") else f"SIG{name}")
+    found = getattr(signal, name if name.startswith("SIG") else f"SIG{name}", None)
+    if not isinstance(found, signal.Signals):
+        raise ValueError(f"SUBMITIT_PREEMPT_SIGNAL={name}: not a signal name (e.g. USR2, USR1, TERM)")
+    return found

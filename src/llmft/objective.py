@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import lightning as L
 
 from llmft.constants import OBJECTIVE_DIRECTIONS as DIRECTIONS
+
+log = logging.getLogger(__name__)
 
 
 def objective_name(configured: str | None, online: bool) -> str:
@@ -23,12 +26,28 @@ def objective_name(configured: str | None, online: bool) -> str:
     return name
 
 
-def validation_loss(trainer: L.Trainer, method: L.LightningModule, datamodule: L.LightningDataModule) -> float:
+def after_training(name: str, trainer: L.Trainer, method: L.LightningModule, datamodule) -> float | None:
+    """The objective when training has ended (`val/exact_match` is measured with the evaluation: None here)."""
+    if name == "val/reward":
+        return method.heldout[-1]["reward"]["mean"] if method.heldout else None
+    if name == "val/loss":
+        return validation_loss(trainer, method, datamodule)
+    return None
+
+
+def validation_loss(trainer: L.Trainer, method: L.LightningModule, datamodule) -> float | None:
     """`val/loss` of the final model: from the last validation pass if it ran after the last optimizer
-    step, else from one run now (logged like any validation)."""
+    step, else from one run now (logged like any validation). None, with a warning, without validation
+    examples (or with validation turned off)."""
+    if not datamodule.val_examples:
+        log.warning("objective val/loss: no validation examples (data.val_path / data.val_fraction), not measured")
+        return None
     if getattr(method, "validated_at_step", None) != trainer.global_step or "val/loss" not in trainer.callback_metrics:
         trainer.validate(method, datamodule=datamodule, verbose=False)
-    return float(trainer.callback_metrics["val/loss"])
+    value = trainer.callback_metrics.get("val/loss")
+    if value is None:
+        log.warning("objective val/loss: the validation loop did not run (trainer.limit_val_batches?), not measured")
+    return None if value is None else float(value)
 
 
 def validation_exact_match(evaluator, model) -> float:

@@ -9,8 +9,6 @@ logged steps that the resumed run trains and logs again.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -21,7 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from llmft.checkpoints import saved_checkpoints
-from llmft.utils import write_bytes_atomic, write_json_atomic
+from llmft.loggers.redaction import env_secrets
+from llmft.utils import keep_csv_rows, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 RESUME_DIR = Path("checkpoints") / "resume"
@@ -43,18 +42,22 @@ def base_eval_path(run_dir: str | Path) -> Path:
 
 
 def save_run_config(cfg: DictConfig, out: Path) -> None:
-    """The config resolved, except environment lookups (`${oc.env:HF_TOKEN}`): a resume reads the
-    environment again, and no secret is written to the run folder."""
-    kept = _keep_env_lookups(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(cfg, resolve=True))
+    """The config resolved, except where resolving reads the environment (`${oc.env:HF_TOKEN}`, or a
+    value built from one): those stay interpolations, so a resume reads the environment again and no
+    secret is written to the run folder."""
+    kept = _keep_env_lookups(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(cfg, resolve=True),
+                             env_secrets())
     write_bytes_atomic(run_config_path(out), OmegaConf.to_yaml(OmegaConf.create(kept)).encode())
 
 
-def _keep_env_lookups(raw, resolved):
+def _keep_env_lookups(raw, resolved, secrets: list[str]):
     if isinstance(raw, dict):
-        return {k: _keep_env_lookups(raw[k], resolved[k]) for k in raw}
+        return {k: _keep_env_lookups(raw[k], resolved[k], secrets) for k in raw}
     if isinstance(raw, list):
-        return [_keep_env_lookups(r, v) for r, v in zip(raw, resolved)]
-    return raw if isinstance(raw, str) and "${oc.env:" in raw else resolved
+        return [_keep_env_lookups(r, v, secrets) for r, v in zip(raw, resolved)]
+    reads_env = isinstance(raw, str) and "${oc.env:" in raw
+    holds_secret = isinstance(resolved, str) and any(secret in resolved for secret in secrets)
+    return raw if reads_env or holds_secret else resolved
 
 
 def requeued() -> bool:
@@ -70,7 +73,7 @@ def resolve(cfg: DictConfig, out: Path, overrides: list[str]) -> tuple[DictConfi
     folder. A fresh run refuses a folder that already holds resume checkpoints."""
     if cfg.get("resume"):
         folder = Path(cfg.resume).expanduser().resolve()
-        extra = [o for o in overrides if not o.startswith(("resume=", "hydra."))]
+        extra = [o for o in overrides if not o.startswith(("resume=", "hydra.", "hydra/"))]
         if extra:
             raise ValueError(f"resume={cfg.resume} continues the run with its own config "
                              f"({run_config_path(folder)}); drop the other overrides: {' '.join(extra)}")
@@ -82,6 +85,8 @@ def resolve(cfg: DictConfig, out: Path, overrides: list[str]) -> tuple[DictConfi
     if requeued() and saved_checkpoints(out / RESUME_DIR):
         log.warning("requeued SLURM job (restart %s): resuming %s", os.environ["SLURM_RESTART_COUNT"], out)
         return cfg, out, _resume_point(out, key="requeued job")
+    if requeued() and cut_metrics(out, -1):
+        log.warning("requeued SLURM job before its first checkpoint: starting %s over", out)
     if saved_checkpoints(out / RESUME_DIR):
         raise FileExistsError(f"{out} already holds the checkpoints of an earlier run: continue it with resume={out}, "
                               "or choose a new folder (hydra.run.dir=...)")
@@ -107,24 +112,16 @@ def _resume_point(folder: Path, key: str) -> ResumePoint:
     return point
 
 
-def cut_metrics(run_dir: Path, point: ResumePoint) -> int:
-    """Drop the rows of metrics.csv logged after the checkpoint (the resumed run logs them again);
-    returns how many were dropped."""
+def cut_metrics(run_dir: Path, log_step: int) -> int:
+    """Drop the rows of metrics.csv logged after `log_step` (a resumed run logs them again; -1: all of
+    them, for a run that starts over); returns how many were dropped."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
         return 0
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields, rows = reader.fieldnames or [], list(reader)
-    kept = [r for r in rows if r.get("step") in (None, "") or int(r["step"]) <= point.log_step]
-    if len(kept) < len(rows):
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-        write_bytes_atomic(path, text.getvalue().encode())
-        log.info("metrics.csv: dropped %d rows logged after the checkpoint", len(rows) - len(kept))
-    return len(rows) - len(kept)
+    dropped = keep_csv_rows(path, lambda row: row.get("step") in (None, "") or int(row["step"]) <= log_step)
+    if dropped:
+        log.info("metrics.csv: dropped %d rows logged after the checkpoint", dropped)
+    return dropped
 
 
 def save_base_eval(run_dir: Path, report: dict, records: list[dict]) -> None:

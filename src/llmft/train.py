@@ -177,14 +177,6 @@ def run(cfg: DictConfig) -> dict:
     trainer = L.Trainer(**trainer_kwargs(cfg.trainer, online.updates if online else 1), precision=precision.trainer,
                         logger=loggers, callbacks=callbacks, default_root_dir=str(out), plugins=slurm_plugins(),
                         **({"limit_val_batches": 0} if online else {}))
-    for logger in trainer.loggers:
-        logger.log_hyperparams(public_config(cfg))  # secrets redacted
-    if resume_point is None:
-        resume.save_run_config(cfg, out)
-    else:
-        resume.cut_metrics(out, resume_point)
-        # Lightning cannot see that the datamodule restores the position in the epoch (llmft.data.datamodule)
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
     device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
     extra = {}
@@ -203,6 +195,13 @@ def run(cfg: DictConfig) -> dict:
     datamodule = ViewDataModule(rows, renderer, batch_size, accumulate, cfg.seed, data_spec.num_workers,
                                 view=method_cls.view)
     datamodule.setup("fit")
+    # the input is valid: the run folder gets its first files
+    if resume_point is None:
+        resume.save_run_config(cfg, out)
+    else:
+        resume.cut_metrics(out, resume_point.log_step)  # before a logger opens metrics.csv
+    for logger in trainer.loggers:
+        logger.log_hyperparams(public_config(cfg))  # secrets redacted
     if trainer.fit_loop.max_epochs == -1 and trainer.max_steps > 0:  # as many epochs as max_steps needs (a finite bar)
         batches = trainer.max_steps // (online.updates if online else 1)
         trainer.fit_loop.max_epochs = -(-batches // datamodule.windows_per_epoch)
@@ -226,19 +225,20 @@ def run(cfg: DictConfig) -> dict:
     if getattr(method, "precompute_ref", False):
         precompute_reference(method, handle, datamodule, parents, model_spec, peft_spec, precision, device)
     fit_started = time.perf_counter()
-    trainer.fit(method, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None,
-                weights_only=False)
+    with warnings.catch_warnings():
+        # Lightning cannot see that the datamodule restores the position in the epoch (llmft.data.datamodule)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        trainer.fit(method, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None,
+                    weights_only=False)
     fit_seconds = time.perf_counter() - fit_started
     checkpointer = next((c for c in callbacks if isinstance(c, ResumeCheckpoints)), None)
     if checkpointer is not None and checkpointer.preempted:
         checkpointer.hand_over()  # submitit requeues the job; the requeued one resumes this folder
-    objective_value = {"val/loss": lambda: objective.validation_loss(trainer, method, datamodule),
-                       "val/reward": lambda: method.heldout[-1]["reward"]["mean"] if method.heldout else None,
-                       }.get(objective_name, lambda: None)()
     saved = handle.save(out / "checkpoints")
     log.info("saved %s", saved)
     if separate_values:
         log.info("saved the value model in %s", extra["value_handle"].save(out / "checkpoints" / "value_model"))
+    objective_value = objective.after_training(objective_name, trainer, method, datamodule)
 
     if evaluator is not None:
         handle.place(device)  # Lightning's teardown moved the module to the CPU
@@ -246,6 +246,8 @@ def run(cfg: DictConfig) -> dict:
             reports["tuned"], records["tuned"] = evaluator(tuned, "tuned")
             if objective_name == "val/exact_match":
                 objective_value = objective.validation_exact_match(evaluator, tuned)
+                for logger in trainer.loggers:  # a metric like the others (W&B report panels plot it)
+                    logger.log_metrics({objective_name: objective_value}, step=trainer.global_step)
         if method_cls.view == "pair" and method_cls.needs_reference:  # DPO family: its implicit reward
             reports["tuned"]["pairwise_accuracy"] = implicit_reward_accuracy(
                 handle.model, handle.reference, renderer, eval_spec, autocast_dtype(precision.trainer))

@@ -1,10 +1,13 @@
 """Small helpers shared by the orchestration modules (standard library only)."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import secrets
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 
@@ -37,3 +40,19 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     """
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def keep_csv_rows(path: str | Path, keep: Callable[[dict], bool]) -> int:
+    """Rewrite the CSV file at `path` (atomically) with only the rows `keep` accepts; returns how many
+    rows it dropped (the file is left untouched when none)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [r for r in rows if keep(r)]
+    if len(kept) < len(rows):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+        write_bytes_atomic(path, text.getvalue().encode("utf-8"))
+    return len(rows) - len(kept)

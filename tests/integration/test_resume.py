@@ -1,6 +1,7 @@
 """Exact resume (`resume=<run dir>`): a run killed with SIGKILL (no signal handler, no warning) inside
-an accumulation window in the middle of an epoch, then resumed, logs the same per-step losses as an
-uninterrupted run, bit for bit (fp32, one thread in both)."""
+an accumulation window, then resumed, logs the same per-step losses as an uninterrupted run, bit for
+bit (fp32, one thread in both): from a checkpoint at the end of an epoch and from one in the middle of
+a later epoch."""
 from __future__ import annotations
 
 import csv
@@ -19,15 +20,17 @@ from llmft import resume
 from llmft.checkpoints import saved_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-# 32 rows, windows of 2 micro-batches of 2: 8 optimizer steps an epoch, 10 steps = 1.25 epochs
-SFT = ["model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=10", "trainer.accumulate_grad_batches=2",
-       "data.batch_size=2", "data.limit_train=32", "callbacks.resume_checkpoints.every_n_steps=3"]
-# PPO: sampling draws from the global RNG, the adaptive KL coefficient and the held-out history are method state
-PPO = ["model=tiny", "precision=fp32", "evaluate=false", "method=ppo", "trainer.max_steps=6", "data.limit_train=12",
+# 24 rows, windows of 2 micro-batches of 2: 6 optimizer steps an epoch, 14 steps = 2.33 epochs;
+# checkpoints at steps 3, 6 (the end of epoch 0), 9 (the middle of epoch 1), 12, 14 (the end of training)
+SFT = ["model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=14", "trainer.accumulate_grad_batches=2",
+       "data.batch_size=2", "data.limit_train=24", "callbacks.resume_checkpoints.every_n_steps=3"]
+# PPO: sampling draws from the global RNG, the adaptive KL coefficient and the held-out history are method state.
+# 8 iterations of 2 optimizer steps: a checkpoint whenever the step count passes a multiple of 5 (steps 6, 10, ...)
+PPO = ["model=tiny", "precision=fp32", "evaluate=false", "method=ppo", "trainer.max_steps=8", "data.limit_train=12",
        "method.rollout_size=4", "method.micro_batch_size=2", "method.sampling.max_new_tokens=6", "optim.lr=1e-2",
-       "method.kl_target=0.01", "method.epochs=1", "method.minibatches=1",
+       "method.kl_target=0.01", "method.epochs=1", "method.minibatches=2",
        "reward=function", "reward.fn=test_online_methods.shorter_is_better",
-       "callbacks.resume_checkpoints.every_n_steps=2"]
+       "callbacks.resume_checkpoints.every_n_steps=5"]
 
 
 def train(*overrides: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -48,9 +51,9 @@ def per_step(run_dir: Path, column: str) -> list[tuple[int, str]]:
     return [(int(r["step"]), r[column]) for r in rows(run_dir) if r.get(column)]
 
 
-def kill_inside_window(step: int, micro: int, marker: Path) -> list[str]:
-    return ["+callbacks.kill._target_=helpers.interrupt.KillInsideWindow", f"+callbacks.kill.step={step}",
-            f"+callbacks.kill.micro={micro}", f"+callbacks.kill.marker={marker}"]
+def kill_inside_window(step: int, micro: int, marker: Path, name: str = "kill") -> list[str]:
+    return [f"+callbacks.{name}._target_=helpers.interrupt.KillInsideWindow", f"+callbacks.{name}.step={step}",
+            f"+callbacks.{name}.micro={micro}", f"+callbacks.{name}.marker={marker}"]
 
 
 @pytest.fixture(scope="module")
@@ -63,45 +66,49 @@ def sft_full(tmp_path_factory) -> Path:
 
 def test_sigkill_inside_an_accumulation_window_then_resume_is_bit_identical(tmp_path, sft_full):
     full, cut = sft_full, tmp_path / "cut"
-    killed = train(*SFT, f"hydra.run.dir={cut}", *kill_inside_window(7, 1, tmp_path / "killed"), check=False)
+    kills = [*kill_inside_window(7, 1, tmp_path / "killed_7", "kill_7"), *kill_inside_window(10, 0, tmp_path / "killed_10", "kill_10")]
+    killed = train(*SFT, f"hydra.run.dir={cut}", *kills, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert (tmp_path / "killed").is_file()
-    # step 7's window was cut after its second micro-batch's backward; the newest checkpoint is step 6 (mid-epoch)
+    # step 7's window (the second of epoch 1) was cut after its second micro-batch's backward;
+    # the newest checkpoint is step 6, taken after the last window of epoch 0
     assert [p.name for p in saved_checkpoints(cut / resume.RESUME_DIR)] == ["step-00000003.ckpt", "step-00000006.ckpt"]
     assert not (cut / "run_card.json").exists()
     config_before = (cut / ".hydra" / "config.yaml").read_text()
 
+    killed = train(f"resume={cut}", check=False)  # killed again, inside step 10's window: mid-epoch 1
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [p.name for p in saved_checkpoints(cut / resume.RESUME_DIR)] == ["step-00000006.ckpt", "step-00000009.ckpt"]
     train(f"resume={cut}")
 
     expected = per_step(full, "train/loss")
-    assert len(expected) == 10
+    assert len(expected) == 14
     assert per_step(cut, "train/loss") == expected  # the strings of the floats: bit for bit
     assert per_step(cut, "train/grad_norm") == per_step(full, "train/grad_norm")
     assert per_step(cut, "val/loss") == per_step(full, "val/loss")
     steps = [s for s, _ in per_step(cut, "train/loss")]
     assert steps == sorted(set(steps)), "a step logged twice"
     assert (cut / ".hydra" / "config.yaml").read_text() == config_before  # the run's config is kept
-    assert list((cut / ".hydra" / "resumed").iterdir())  # the resume command's own Hydra record
-    for name in ("adapter_model.safetensors",):
-        a = (full / "checkpoints" / "adapter" / name).read_bytes()
-        assert a == (cut / "checkpoints" / "adapter" / name).read_bytes()
+    assert len(list((cut / ".hydra" / "resumed").iterdir())) == 2  # each resume command's own Hydra record
+    name = "adapter_model.safetensors"
+    assert (full / "checkpoints" / "adapter" / name).read_bytes() == (cut / "checkpoints" / "adapter" / name).read_bytes()
 
 
 def test_online_method_resumes_with_its_rng_and_state(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     train(*PPO, f"hydra.run.dir={full}")
-    killed = train(*PPO, f"hydra.run.dir={cut}", *kill_inside_window(3, 0, tmp_path / "killed"), check=False)
+    # killed in iteration 4 (its second backward, step 9), after the middle held-out evaluation (end of iteration 3)
+    killed = train(*PPO, f"hydra.run.dir={cut}", *kill_inside_window(9, 1, tmp_path / "killed"), check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert saved_checkpoints(cut / resume.RESUME_DIR)[-1].name == "step-00000002.ckpt"
+    assert [p.name for p in saved_checkpoints(cut / resume.RESUME_DIR)] == ["step-00000006.ckpt"]
 
     train(f"resume={cut}")
 
     for column in ("train/loss", "train/reward", "train/completions/mean_length", "train/kl_coef"):
         assert per_step(cut, column) == per_step(full, column), column
-    assert len(per_step(full, "train/kl_coef")) == 6
+    assert len(per_step(full, "train/kl_coef")) == 8
     full_card, cut_card = (json.loads((d / "run_card.json").read_text()) for d in (full, cut))
     assert cut_card["heldout_reward"] == full_card["heldout_reward"]  # start (before the kill), middle, end
-    assert [h["iteration"] for h in cut_card["heldout_reward"]] == [0, 3, 6]
+    assert [h["iteration"] for h in cut_card["heldout_reward"]] == [0, 4, 8]
     assert (cut / "samples.csv").read_text() == (full / "samples.csv").read_text()
 
 

@@ -90,8 +90,10 @@ def test_a_sweep_runs_as_a_slurm_job_array_to_completion(slurm_sweep):
     for run in runs:
         header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
         assert {"step", "train/loss", "val/loss"} <= set(header), (run, header)
-        assert json.loads((run / "eval.json").read_text())["tuned"]["exact_match"]["overall"] >= 0
+        evaluated = json.loads((run / "eval.json").read_text())
         card = json.loads((run / "run_card.json").read_text())
+        assert set(evaluated) == {"base", "tuned"} and evaluated["tuned"]["n_examples"] > 0
+        assert card["eval"]["tuned"] == evaluated["tuned"]["exact_match"]["overall"]
         assert card["objective"]["name"] == "val/loss" and isinstance(card["objective"]["value"], float)
     # the sweep summary of the launching process saw every job's result
     with open(slurm_sweep / "summary.csv", newline="") as handle:

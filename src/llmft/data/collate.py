@@ -65,6 +65,12 @@ class LengthGroupedWindows(Sampler[list[int]]):
         self._resume: tuple[int, int] | None = None
 
     def resume_at(self, epoch: int, done: int) -> None:
+        """Start inside `epoch`, after its first `done` windows. The epoch is set here too: on resume,
+        Lightning draws the first iterator before it calls `set_epoch`. A checkpoint taken after an
+        epoch's last window resumes at the start of the next epoch."""
+        if done >= len(self):
+            epoch, done = epoch + 1, 0
+        self.epoch = epoch
         self._resume = (epoch, done)
 
     def set_epoch(self, epoch: int) -> None:

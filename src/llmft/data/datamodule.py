@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from llmft.data import formats, tasks
@@ -202,6 +203,7 @@ class ViewDataModule(L.LightningDataModule):
             WindowDataset(self.train_examples),
             sampler=windows,
             batch_size=None,
+            generator=own_generator(self.seed),
             collate_fn=WindowCollator(self.batch_size, self.pad_token_id, mismatched_pairs=self.view == "unpaired"),
             num_workers=self.num_workers,
         )
@@ -211,9 +213,17 @@ class ViewDataModule(L.LightningDataModule):
         return DataLoader(
             self.val_examples,
             batch_sampler=val_batches(len(self.val_examples), self.batch_size, min_size),
+            generator=own_generator(self.seed),
             collate_fn=partial(pad_val_batch, pad_token_id=self.pad_token_id, mismatched_pairs=self.view == "unpaired"),
             num_workers=self.num_workers,
         )
+
+
+def own_generator(seed: int) -> torch.Generator:
+    """A loader's own generator: every new iterator (each epoch, each validation) draws a base seed from
+    it, and without one that draw comes from the global RNG, which training's sampling uses too; a run
+    resumed at an epoch boundary would then see other random numbers than the uninterrupted one."""
+    return torch.Generator().manual_seed(seed)
 
 
 def val_batches(n: int, batch_size: int, min_size: int = 1) -> list[list[int]]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import inspect
-import io
 import logging
 import time
 from collections import defaultdict
@@ -46,7 +45,7 @@ from llmft.metrics.paired import paired_difference
 from llmft.models.factory import end_of_turn_ids
 from llmft.models.forward import eval_mode, response_forward
 from llmft.models.sampling import SamplingSpec, sample
-from llmft.utils import write_bytes_atomic
+from llmft.utils import keep_csv_rows
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_TASK = 2  # responses per task written to samples.csv at each held-out evaluation
@@ -426,16 +425,8 @@ class OnlineObjective(ObjectiveModule):
     def _cut_samples_csv(self, last_iteration: int) -> None:
         """A resumed run evaluates again the held-out rounds after its checkpoint: drop their samples."""
         path = Path(self.trainer.default_root_dir) / "samples.csv"
-        if not path.is_file():
-            return
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            fields, rows = reader.fieldnames or [], [r for r in reader if int(r["iteration"]) <= last_iteration]
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        write_bytes_atomic(path, text.getvalue().encode("utf-8"))
+        if path.is_file():
+            keep_csv_rows(path, lambda row: int(row["iteration"]) <= last_iteration)
 
     # Lightning's validation loop is off for online methods (held-out reward above instead)
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -91,8 +91,12 @@ class Sweep:
 
     @property
     def ranked(self) -> list[Run]:
-        """The finished runs that have an objective value, best first."""
-        return [r for r in self.runs if r.finished and _has_value(r.objective)]
+        """The finished runs with a value of the sweep's objective, best first (a run measured on another
+        objective does not compare, and is listed after them)."""
+        return [r for r in self.runs if r.finished and self._comparable(r)]
+
+    def _comparable(self, run: Run) -> bool:
+        return _has_value(run.objective) and (self.objective_name is None or run.objective.name == self.objective_name)
 
     @property
     def best(self) -> Run | None:
@@ -152,7 +156,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     def rank(r: Run) -> tuple:
         if not r.finished:
             return (2, 0.0, r.num)
-        if not _has_value(r.objective):
+        if not _has_value(r.objective) or (name is not None and r.objective.name != name):
             return (1, 0.0, r.num)
         return (0, sign * r.objective.value, r.num)
 
