@@ -51,11 +51,12 @@ def test_steps_run_in_train_mode_with_checkpointing_across_reshuffled_epochs(mak
     assert logged[0] == pytest.approx(cfg.optim.lr / 3)  # warm-up of 2 steps: lr x 1/3 on step 0
 
 
-def test_dropout_is_a_choice_not_an_accident_of_eval_mode(make_cfg):
+def test_dropout_is_a_choice_not_an_accident_of_eval_mode(make_cfg, tmp_path):
     """method.disable_dropout=false keeps LoRA dropout active in training steps; true zeroes it."""
     for disable in (False, True):
         cfg = make_cfg("model=tiny", "precision=fp32", "evaluate=false", "trainer.max_steps=1", "data.limit_train=4",
                        "data.batch_size=4", "peft.dropout=0.5", f"method.disable_dropout={disable}", PROBE)
+        cfg.paths.output_dir = str(tmp_path / f"disable_{disable}")  # each run its own folder
         model = run(cfg)["handle"].model
         dropouts = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" in n]
         assert dropouts and all(m.p == (0.0 if disable else 0.5) for m in dropouts)
