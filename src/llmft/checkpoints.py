@@ -111,7 +111,7 @@ class ResumeCheckpoints(L.Callback):
         final = self.dirpath / checkpoint_name(trainer.global_step)
         tmp = self.dirpath / f".{final.name}.{os.getpid()}.tmp"
         try:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, not the weights only
             fsync_replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
