@@ -16,7 +16,7 @@ import torch
 from llmft import models
 from llmft.data import tasks
 from llmft.data.collate import LengthGroupedWindows, pad_batch
-from llmft.data.datamodule import encode_rows
+from llmft.data.encoders import encode_rows
 from llmft.data.templates import ChatRenderer
 from llmft.losses import sft_loss_sum
 from llmft.models.forward import supervised_logits

@@ -223,7 +223,8 @@ def run(cfg: DictConfig) -> dict:
     """
     from llmft import run_card
     from llmft.console import quiet_console
-    from llmft.data.datamodule import encode_rows, load_rows
+    from llmft.data.encoders import encode_rows
+    from llmft.data.rows import load_rows
     from llmft.runs import finished_run, lineage
 
     quiet_console()

@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from llmft import models, objective, reference_cache, resume, run_card
 from llmft.checkpoints import ResumeCheckpoints
 from llmft.console import quiet_console
-from llmft.data.datamodule import ViewDataModule, encode_rows, file_sha256, load_rows
+from llmft.data.datamodule import ViewDataModule
+from llmft.data.encoders import encode_rows
+from llmft.data.rows import file_sha256, load_rows
 from llmft.data.templates import ChatRenderer
 from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format_table, implicit_reward_accuracy,
                             log_reports, score_margin, write_results)

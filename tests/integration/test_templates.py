@@ -1,7 +1,9 @@
 """Assistant-only label masks on the real SmolLM2 tokenizer and chat template."""
 from __future__ import annotations
 
-from llmft.data.datamodule import Rows, ViewDataModule, encode_rows
+from llmft.data.datamodule import ViewDataModule
+from llmft.data.encoders import encode_rows
+from llmft.data.rows import Rows
 from llmft.data.encoders import TRUNCATED
 from llmft.data.templates import IGNORE_INDEX, ChatRenderer
 from llmft.models.factory import end_of_turn_ids
@@ -102,7 +104,7 @@ def test_a_chat_opening_with_an_assistant_turn_supervises_only_the_assistant(smo
 def test_online_rollouts_mix_the_tasks_while_other_views_group_by_length(smollm2_tokenizer):
     """A prompt-view window is one rollout: grouped by length it held one task (the tasks' prompts differ
     in length); drawn at random, most hold several, as the data does."""
-    from llmft.data.datamodule import DataSpec, load_rows
+    from llmft.data.rows import DataSpec, load_rows
 
     tasks_per_window = {}
     for view in ("prompt", "pair"):

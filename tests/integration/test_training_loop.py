@@ -9,7 +9,8 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from llmft import models
-from llmft.data.datamodule import DataSpec, ViewDataModule, load_rows
+from llmft.data.datamodule import ViewDataModule
+from llmft.data.rows import DataSpec, load_rows
 from llmft.data.templates import ChatRenderer
 from llmft.methods.schedules import warmup_cosine
 from llmft.methods.sft import SFT

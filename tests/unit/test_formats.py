@@ -76,7 +76,7 @@ def test_every_view_holds_out_the_same_rows_of_a_file(tmp_path):
     preference row) and the chat rows evaluation reads come from the same held-out rows."""
     import json
 
-    from llmft.data.datamodule import DataSpec, load_rows
+    from llmft.data.rows import DataSpec, load_rows
 
     rows = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(20)]
     path = tmp_path / "pairs.jsonl"

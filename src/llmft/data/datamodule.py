@@ -1,103 +1,20 @@
-"""Where training rows come from (`conf/data/*.yaml`) and how they reach the method."""
+"""How encoded examples reach the method: windows of micro-batches for training, batches for validation."""
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
 from collections import Counter
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from llmft.data import formats, tasks
 from llmft.data.collate import LengthGroupedWindows, WindowCollator, WindowDataset, pad_batch, with_mismatched_pairs
-from llmft.data.encoders import ENCODERS, example_length
+from llmft.data.encoders import ENCODERS, encode_rows, example_length
+from llmft.data.rows import Rows
 from llmft.data.templates import ChatRenderer
 
 log = logging.getLogger(__name__)
-
-
-# The bundled suite's file for each view a method can ask for.
-BUNDLED_VIEWS = {"chat": "chat", "pair": "preference", "unpaired": "unpaired", "prompt": "prompt"}
-
-
-@dataclass
-class DataSpec:
-    """`conf/data/*.yaml`. `source: tasks` is the bundled suite; `source: file` reads `path` in `format`."""
-
-    source: str = "tasks"
-    path: str | None = None
-    format: str = "chat"
-    val_path: str | None = None
-    val_fraction: float = 0.05  # split off `path` (seeded) when there is no val_path
-    batch_size: int = 8  # micro-batch: examples per forward pass
-    max_length: int = 512
-    limit_train: int | None = None  # first N training rows after shuffling, for quick runs
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.source not in ("tasks", "file"):
-            raise ValueError(f"data.source={self.source!r}: choose tasks or file")
-        if self.source == "file" and not self.path:
-            raise ValueError("data=file needs data.path=<file> (and data.format=<chat|alpaca|completion|...>)")
-        if self.batch_size < 1:
-            raise ValueError(f"data.batch_size={self.batch_size}: must be at least 1")
-
-
-@dataclass
-class Rows:
-    """The rows of one view, their source files (for the run card) and what was left out, by reason."""
-
-    train: list[dict]
-    val: list[dict]
-    files: list[Path]
-    dropped: Counter
-
-
-def load_rows(spec: DataSpec, view: str, seed: int) -> Rows:
-    if spec.source == "tasks":
-        bundled = BUNDLED_VIEWS[view]
-        files = [tasks.bundled_path(bundled, s) for s in ("train", "val")]
-        train, val = (tasks.load_bundled(bundled, s) for s in ("train", "val"))
-        dropped: Counter = Counter()
-    else:
-        # Split the file's rows before converting them: every view (and the chat view evaluation
-        # reads) then holds out the same rows, whatever the conversion adds or drops.
-        raw, files = formats.read_rows(spec.path), [Path(spec.path)]
-        if spec.val_path:
-            raw_val = formats.read_rows(spec.val_path)
-            files.append(Path(spec.val_path))
-        else:
-            shuffled = random.Random(seed).sample(raw, len(raw))
-            n_val = int(round(len(raw) * spec.val_fraction)) if len(raw) > 1 else 0
-            raw_val, raw = shuffled[:n_val], shuffled[n_val:]
-        train, dropped = formats.convert(raw, spec.format, view, spec.path)
-        val, val_dropped = formats.convert(raw_val, spec.format, view, spec.val_path or spec.path)
-        dropped += val_dropped
-    if spec.limit_train is not None:
-        train = random.Random(seed).sample(train, min(spec.limit_train, len(train)))
-    return Rows(train=train, val=val, files=files, dropped=dropped)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def encode_rows(rows: list[dict], renderer: ChatRenderer, view: str = "chat") -> tuple[list[dict], Counter]:
-    """Examples of `view` (see `data.encoders`); rows an encoder refuses are dropped and counted by reason."""
-    encode = ENCODERS[view]
-    examples, dropped = [], Counter()
-    for row in rows:
-        example = encode(row, renderer)
-        if isinstance(example, str):
-            dropped[example] += 1
-        else:
-            examples.append(example)
-    return examples, dropped
 
 
 class ViewDataModule(L.LightningDataModule):

@@ -14,6 +14,7 @@ list. An encoder returns the example, or the reason it was dropped (counted by t
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from llmft.constants import IGNORE_INDEX
@@ -78,3 +79,16 @@ ENCODERS: dict[str, Encoder] = {
 def example_length(example: Example) -> int:
     """Tokens of every sequence in the example: what length-grouped windows sort by."""
     return sum(len(v) for k, v in example.items() if k.endswith("input_ids"))
+
+
+def encode_rows(rows: list[dict], renderer: ChatRenderer, view: str = "chat") -> tuple[list[dict], Counter]:
+    """Examples of `view` (see `data.encoders`); rows an encoder refuses are dropped and counted by reason."""
+    encode = ENCODERS[view]
+    examples, dropped = [], Counter()
+    for row in rows:
+        example = encode(row, renderer)
+        if isinstance(example, str):
+            dropped[example] += 1
+        else:
+            examples.append(example)
+    return examples, dropped
