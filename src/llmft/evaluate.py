@@ -16,7 +16,7 @@ from hydra.utils import get_class, instantiate
 
 from llmft.data import tasks
 from llmft.data.collate import pad_batch
-from llmft.data.templates import ChatRenderer
+from llmft.data.templates import ChatRenderer, check_template_lock
 from llmft.metrics.exact_match import exact_match_by_task
 from llmft.metrics.perplexity import perplexity
 from llmft.models.decoding import generate_greedy
@@ -231,6 +231,7 @@ def run(cfg: DictConfig) -> dict:
     spec: EvalSpec = instantiate(cfg.evaluation)
     out_dir = Path(cfg.paths.output_dir)
     ancestors: list[Path] = []
+    evaluated = None
     if cfg.run_dir:
         evaluated = finished_run(cfg.run_dir)
         train_cfg, (*ancestors, saved) = evaluated.config, lineage(evaluated)
@@ -246,7 +247,13 @@ def run(cfg: DictConfig) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = autocast_dtype(precision.trainer)
     tokenizer, contexts, tuned = models_to_score(model_spec, peft_spec, precision, saved, device, ancestors, head)
-    renderer = ChatRenderer(tokenizer, data_spec.max_length)
+    renderer = ChatRenderer(tokenizer, data_spec.max_length, chat_template=eval_template(cfg, data_spec, evaluated))
+    template = (check_template_lock(run_template_hash(evaluated), renderer.template_hash, cfg.run_dir,
+                                    cfg.get("force_template", False))
+                if cfg.run_dir else {"sha256": renderer.template_hash})
+    if template.get("forced"):
+        log.warning("force_template=true: evaluating run %s (trained with chat template %s) with template %s",
+                    cfg.run_dir, template["run_sha256"], template["sha256"])
     if head == "score":  # a reward model: pairwise accuracy of its trained head (the base has none)
         evaluator, contexts = PairwiseEvaluator(renderer, spec, score_margin(tuned.head), dtype), {"tuned": tuned.merged}
     else:
@@ -265,11 +272,29 @@ def run(cfg: DictConfig) -> dict:
         "model": model_spec.name_or_path,
         "evaluation": OmegaConf.to_container(cfg.evaluation),
         "device": str(device),
+        "chat_template": template,
         "git": run_card.git_state(Path(__file__).resolve().parent),
     })
     print(format_table(reports))
     log.info("wrote %s", out_dir / "eval.json")
     return reports
+
+
+def eval_template(cfg: DictConfig, data_spec, evaluated) -> str | None:
+    """The chat template to render with: `chat_template=` of eval.py, else the run's (or, for a bare model,
+    the eval config's) `data.chat_template`. A run's relative .jinja path is relative to where it was launched."""
+    override = cfg.get("chat_template")
+    if override is not None:
+        return override
+    return evaluated.chat_template() if evaluated is not None else data_spec.chat_template
+
+
+def run_template_hash(evaluated) -> str | None:
+    """The run card's `chat_template_sha256` (None for a bare model or a run card without one)."""
+    if evaluated is None:
+        return None
+    card = json.loads((evaluated.folder / "run_card.json").read_text(encoding="utf-8"))
+    return card.get("chat_template_sha256")
 
 
 def models_to_score(model_spec, peft_spec, precision, saved: Path | None, device: torch.device,

@@ -22,6 +22,15 @@ class FinishedRun:
             return path
         return self.launched_from / path
 
+    def chat_template(self) -> str | None:
+        """The run's `data.chat_template`, a relative .jinja path resolved like `resolve` does."""
+        from llmft.data.templates import bundled_templates
+
+        name = self.config.data.get("chat_template")
+        if name is None or name == "tokenizer" or name in bundled_templates():
+            return name
+        return str(self.resolve(name))
+
 
 def finished_run(folder: str | Path, key: str = "run_dir") -> FinishedRun:
     """The run in `folder`, or an error naming what is missing (`key` is the option that named it)."""

@@ -18,12 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 from llmft import models, objective, reference_cache, resume, run_card
 from llmft.checkpoints import ResumeCheckpoints
 from llmft.console import quiet_console
+from llmft.data import formats
+from llmft.data.cache import TokenCache
+from llmft.data.card import data_card
+from llmft.data.checks import check_contamination
 from llmft.data.datamodule import ViewDataModule
 from llmft.data.encoders import encode_rows
-from llmft.data.rows import file_sha256, load_rows
+from llmft.data.packing import check_packing
+from llmft.data.rows import BUNDLED_VIEWS, file_sha256, load_rows, mixture_entry
+from llmft.data.sources import SourceSpec
 from llmft.data.templates import ChatRenderer
 from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format_table, implicit_reward_accuracy,
-                            log_reports, score_margin, write_results)
+                            log_reports, score_margin, suite_rows, write_results)
 from llmft.loggers import public_card, public_config, record_run
 from llmft.runs import finished_run, lineage
 from llmft.utils import write_json_atomic
@@ -154,6 +160,18 @@ def slurm_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
+def check_data(data_spec, method_cls, data_name: str, method_name: str) -> None:
+    """Data that cannot feed the method fails before anything loads: a format with no conversion to the
+    method's view, or packing for a method it does not support."""
+    if data_spec.source != "tasks":  # a layout decides the format (SourceSpec checks that data.format agrees)
+        specs = ([mixture_entry(entry)[0] for entry in data_spec.mixture] if data_spec.source == "mixture"
+                 else [SourceSpec.from_data_spec(data_spec)])
+        for spec in specs:
+            formats.check_conversion(spec.format, method_cls.view, data_name, method_name)
+    if data_spec.packing:
+        check_packing(method_cls.view, method_cls.head)
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     quiet_console()
@@ -180,7 +198,11 @@ def run(cfg: DictConfig) -> dict:
                         logger=loggers, callbacks=callbacks, default_root_dir=str(out), plugins=slurm_plugins(),
                         **({"limit_val_batches": 0} if online else {}))
     device = trainer.strategy.root_device  # where training runs, and so where evaluation runs too
+    check_data(data_spec, method_cls, HydraConfig.get().runtime.choices.get("data", "data") if HydraConfig.initialized()
+               else "data", cfg.method._target_.rsplit(".", 1)[-1].lower())
     rows = load_rows(data_spec, method_cls.view, cfg.seed)
+    held_out = {eval_spec.split: suite_rows(eval_spec, BUNDLED_VIEWS[method_cls.view])} if cfg.evaluate else {}
+    contamination = check_contamination(data_spec, rows, held_out)
     extra = {}
     if online:
         extra["reward"] = online.build_reward(cfg.reward, rows, data_spec)
@@ -192,16 +214,22 @@ def run(cfg: DictConfig) -> dict:
         extra["value_handle"] = models.build(model_spec, peft_spec, precision, head="value", lineage=parents)
         log.info("value model: a second %s (%s), %.2fM trainable", model_spec.name_or_path, peft_spec.name,
                  extra["value_handle"].parameter_counts()[0] / 1e6)
-    renderer = ChatRenderer(handle.tokenizer, data_spec.max_length)
+    renderer = ChatRenderer(handle.tokenizer, data_spec.max_length, chat_template=data_spec.chat_template)
     batch_size, accumulate = (online.prompts, 1) if online else (data_spec.batch_size, cfg.trainer.accumulate_grad_batches)
+    cache = TokenCache(data_spec.cache_dir) if data_spec.cache_dir else None
     datamodule = ViewDataModule(rows, renderer, batch_size, accumulate, cfg.seed, data_spec.num_workers,
-                                view=method_cls.view)
+                                view=method_cls.view, cache=cache, max_dropped_fraction=data_spec.max_dropped_fraction,
+                                packing=data_spec.packing)
     datamodule.setup("fit")
+    data_summary = data_card(data_spec, rows, {"train": len(datamodule.train_examples), "val": len(datamodule.val_examples)},
+                             datamodule.dropped, renderer.template_hash, cache.stats if cache else None, contamination,
+                             datamodule.padding_fractions())
     # the input is valid: the run folder gets its first files
     if resume_point is None:
         resume.save_run_config(cfg, out)
     else:
         resume.cut_metrics(out, resume_point.log_step)  # before a logger opens metrics.csv
+    write_json_atomic(out / "data_card.json", data_summary)
     for logger in trainer.loggers:
         logger.log_hyperparams(public_config(cfg))  # secrets redacted
     if trainer.fit_loop.max_epochs == -1 and trainer.max_steps > 0:  # as many epochs as max_steps needs (a finite bar)
@@ -273,8 +301,11 @@ def run(cfg: DictConfig) -> dict:
         "torch": run_card.torch_settings(),
         "chat_template_sha256": renderer.template_hash,
         "data_files": {run_card.portable_path(p): file_sha256(p) for p in rows.files},
-        "examples": {"train": len(datamodule.train_examples), "val": len(datamodule.val_examples)},
-        "dropped": {split: dict(c) for split, c in datamodule.dropped.items()},
+        "examples": data_summary["examples"],
+        "dropped": data_summary["dropped"],
+        "tokenisation_cache": (data_summary["tokenisation_cache"] or {}).get("outcome", "off"),
+        "padding_fraction": data_summary["padding_fraction"],
+        "data_card": "data_card.json",
         "parameters": {"trainable": trainable, "total": total},
         "optimizer_steps": trainer.global_step,
         "fit_seconds": round(fit_seconds, 1),

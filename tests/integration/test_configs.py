@@ -10,7 +10,8 @@ from hydra.utils import instantiate
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # options that need a value only the user can give
 REQUIRED = {("reward", "model"): ("reward.run_dir=runs/x",), ("reward", "function"): ("reward.fn=os.path.basename",),
-            ("data", "file"): ("data.path=rows.jsonl",)}
+            ("data", "file"): ("data.path=rows.jsonl",), ("data", "hub"): ("data.path=owner/name",),
+            ("data", "mixture"): ("data.mixture=[{path: a.jsonl, weight: 1}]",)}
 SKIP_GROUPS = {"hydra", "paths"}
 OPTIONS = [(group.name, option.stem) for group in sorted(CONF.iterdir())
            if group.is_dir() and group.name not in SKIP_GROUPS for option in sorted(group.glob("*.yaml"))]

@@ -31,7 +31,7 @@ def written(folder) -> set[str]:
 def test_a_pair_with_chosen_equal_to_rejected_is_dropped_and_counted(make_cfg, tmp_path):
     data = write(tmp_path, [pair(i) for i in range(6)] + [pair(6, rejected="yes")])
     card = run(make_cfg(*FAST, "method=dpo", "data=file", f"data.path={data}", "data.format=preference",
-                        "data.val_fraction=0"))["card"]
+                        "data.val_fraction=0", "data.max_dropped_fraction=0.2"))["card"]
     assert card["dropped"]["train"] == {"chosen equals rejected (nothing to prefer)": 1}
     assert card["examples"]["train"] == 6
 
@@ -48,7 +48,7 @@ def test_a_missing_rejected_names_file_line_and_field(make_cfg, tmp_path):
 
 def test_dpo_on_alpaca_rows_names_both(make_cfg, tmp_path):
     data = write(tmp_path, [{"instruction": "Say hi", "output": "hi"}] * 4)
-    with pytest.raises(DataFormatError, match=r"data.format=alpaca .*\(dpo, .* needs data.format=preference"):
+    with pytest.raises(ValueError, match=r"data=file \(format alpaca\) cannot feed method=dpo: .*data.format=preference"):
         run(make_cfg(*FAST, "method=dpo", "data=file", f"data.path={data}", "data.format=alpaca"))
 
 

@@ -1,6 +1,8 @@
 """Assistant-only label masks on the real SmolLM2 tokenizer and chat template."""
 from __future__ import annotations
 
+import json
+
 from llmft.data.datamodule import ViewDataModule
 from llmft.data.encoders import encode_rows
 from llmft.data.rows import Rows
@@ -79,7 +81,7 @@ def test_fully_truncated_rows_are_dropped_and_counted(smollm2_tokenizer):
 def test_datamodule_logs_and_records_drop_counts(smollm2_tokenizer, caplog):
     long_row = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
     ok_row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    rows = Rows(train=[long_row, ok_row, ok_row], val=[ok_row], files=[], dropped={})
+    rows = Rows(train=[long_row, ok_row, ok_row], val=[ok_row], files=[])
     dm = ViewDataModule(rows, ChatRenderer(smollm2_tokenizer, 64), batch_size=2, accumulate_grad_batches=1,
                               seed=0)
     with caplog.at_level("WARNING"):
@@ -116,3 +118,115 @@ def test_online_rollouts_mix_the_tasks_while_other_views_group_by_length(smollm2
         tasks_per_window[view] = [len({dm.train_examples[i]["meta"]["task"] for i in w}) for w in windows]
     assert sum(n >= 3 for n in tasks_per_window["prompt"]) > 0.8 * len(tasks_per_window["prompt"])
     assert sum(n == 1 for n in tasks_per_window["pair"]) > 0.5 * len(tasks_per_window["pair"])
+
+
+# --- named templates, tools through the template, roles out of order ---------------------------
+
+TOOLS = [{"type": "function", "function": {"name": "set_timer", "description": "Start a timer.",
+          "parameters": {"type": "object", "properties": {"minutes": {"type": "integer"}}}}}]
+TOOL_CHAT = [  # a call (arguments as a JSON string, as OpenAI's API sends them), its result, a reply
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Timer for 5 minutes"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "set_timer", "arguments": '{"minutes": 5}'}}]},
+    {"role": "tool", "content": '{"started": true}'},
+    {"role": "assistant", "content": "Started."},
+]
+
+
+def test_smollm2_template_has_no_tools_so_the_fallback_and_its_hash_stay(smollm2_tokenizer):
+    """Runs record the hash: the default template's must be what it was before named templates."""
+    import hashlib
+
+    renderer = ChatRenderer(smollm2_tokenizer, 512)
+    assert not renderer.supports_tools
+    old_hash = hashlib.sha256((smollm2_tokenizer.chat_template + "signatures-v1").encode()).hexdigest()[:16]
+    assert renderer.template_hash == old_hash
+    assert ChatRenderer(smollm2_tokenizer, 512, "tokenizer").template_hash == old_hash
+    encoded = renderer.encode(TOOL_CHAT, TOOLS)
+    assert supervised_text(smollm2_tokenizer, encoded) == (
+        '{"name": "set_timer", "arguments": {"minutes": 5}}<|im_end|>Started.<|im_end|>')
+
+
+def test_chatml_renders_tools_itself_and_supervises_only_the_assistant(smollm2_tokenizer):
+    renderer = ChatRenderer(smollm2_tokenizer, 512, chat_template="chatml")
+    assert renderer.supports_tools
+    assert renderer.template_hash != ChatRenderer(smollm2_tokenizer, 512).template_hash
+    encoded = renderer.encode(TOOL_CHAT, TOOLS)
+    text = smollm2_tokenizer.decode(encoded.input_ids)
+    schema = '{"type": "function", "function": {"name": "set_timer", "description": "Start a timer."'
+    assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools\n") and f"<tools>\n{schema}" in text
+    assert "<|im_start|>tool\n<tool_response>\n{\"started\": true}\n</tool_response><|im_end|>" in text
+    assert "- set_timer(minutes: integer)" not in text  # not the fallback's signatures
+    # the call turn and the reply are supervised; the schema, the tool result and the headers are not
+    assert supervised_text(smollm2_tokenizer, encoded) == (
+        '<tool_call>\n{"name": "set_timer", "arguments": {"minutes": 5}}\n</tool_call><|im_end|>Started.<|im_end|>')
+    for token, label in zip(encoded.input_ids, encoded.labels):
+        assert label in (token, IGNORE_INDEX)
+    prompt = renderer.prompt_text(TOOL_CHAT[:2], TOOLS)
+    assert schema in prompt and prompt.endswith("<|im_start|>user\nTimer for 5 minutes<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_named_template_does_not_touch_the_shared_tokenizer(smollm2_tokenizer):
+    own = smollm2_tokenizer.chat_template
+    ChatRenderer(smollm2_tokenizer, 512, chat_template="chatml").encode(TOOL_CHAT, TOOLS)
+    assert smollm2_tokenizer.chat_template == own
+    assert "<tool_call>" not in ChatRenderer(smollm2_tokenizer, 512).render(TOOL_CHAT[:2])
+
+
+def test_the_tool_call_verifier_scores_a_call_written_the_templates_way(smollm2_tokenizer):
+    """What chatml teaches the model to write (the supervised text of a bundled tool_call row) is what the
+    verifier accepts against the row's answer; a wrong argument in that form is refused."""
+    from llmft.data import tasks
+
+    renderer = ChatRenderer(smollm2_tokenizer, 512, chat_template="chatml")
+    row = next(r for r in tasks.load_bundled("chat", "val") if r["task"] == "tool_call")
+    written = supervised_text(smollm2_tokenizer, renderer.encode(row["messages"], row["tools"]))
+    assert written.startswith("<tool_call>\n{") and written.endswith("}\n</tool_call><|im_end|>")
+    response = written.removesuffix("<|im_end|>")
+    assert tasks.verify("tool_call", response, row["answer"])
+    args = json.loads(row["answer"])["arguments"]
+    key = next(iter(args))
+    wrong = response.replace(json.dumps(args[key]), json.dumps(args[key] * 2 if isinstance(args[key], int) else "x"), 1)
+    assert wrong != response and not tasks.verify("tool_call", wrong, row["answer"])
+
+
+def test_a_jinja_file_is_a_template_and_a_missing_one_names_the_option(smollm2_tokenizer, tmp_path):
+    path = tmp_path / "plain.jinja"
+    path.write_text("{% for m in messages %}[{{ m['role'] }}]\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                    "{% if add_generation_prompt %}[assistant]\n{% endif %}")
+    renderer = ChatRenderer(smollm2_tokenizer, 512, chat_template=str(path))
+    encoded = renderer.encode(CHAT)
+    assert smollm2_tokenizer.decode(encoded.input_ids).startswith("[system]\nBe brief.<|im_end|>\n[user]\nRemember")
+    assert supervised_text(smollm2_tokenizer, encoded) == "Noted.<|im_end|>42<|im_end|>"
+    try:
+        ChatRenderer(smollm2_tokenizer, 512, chat_template=str(tmp_path / "nope.jinja"))
+    except FileNotFoundError as err:
+        assert "data.chat_template=" in str(err) and "nope.jinja" in str(err) and "chatml" in str(err)
+    else:
+        raise AssertionError("a missing template file was accepted")
+
+
+def test_roles_out_of_order_name_file_line_and_field_with_a_strict_template(smollm2_tokenizer):
+    import pytest
+
+    from llmft.data.formats import DataFormatError
+
+    renderer = ChatRenderer(smollm2_tokenizer, 512, chat_template="strict_alternating")
+    ok = {"messages": CHAT, "_source": "chats.jsonl", "_line": 1}
+    examples, dropped = encode_rows([ok], renderer)  # alternating roles render, supervised as ever
+    assert not dropped and supervised_text(smollm2_tokenizer, ChatRenderer(smollm2_tokenizer, 512,
+                                          "strict_alternating").encode(CHAT)) == "Noted.<|im_end|>42<|im_end|>"
+    two_users = [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"},
+                 {"role": "assistant", "content": "hello"}]
+    bad = {"messages": two_users, "_source": "chats.jsonl", "_line": 7}
+    with pytest.raises(DataFormatError) as err:
+        encode_rows([ok, bad], renderer)
+    assert str(err.value) == ("chats.jsonl:7: field 'messages': Conversation roles must alternate "
+                              "user/assistant/user/assistant/... after an optional system message "
+                              "(message 1 is user, expected assistant)")
+    with pytest.raises(DataFormatError, match=r"^data rows: field 'prompt/chosen/rejected': Conversation roles"):
+        encode_rows([{"prompt": two_users[:2], "chosen": [two_users[2]], "rejected": [{"role": "assistant",
+                      "content": "no"}]}], renderer, "pair")
+    # the tokenizer's own template takes the same chat
+    assert encode_rows([bad], ChatRenderer(smollm2_tokenizer, 512))[0]

@@ -63,7 +63,7 @@ def test_unpaired_keeps_good_rows_and_counts_the_rest():
 def test_errors_name_the_field():
     with pytest.raises(DataFormatError, match=r"f:7: missing field 'output'"):
         to_chat({"instruction": "x", "_line": 7}, "alpaca", "f")
-    with pytest.raises(DataFormatError, match=r"f:3: field 'messages'\[1\] needs a role"):
+    with pytest.raises(DataFormatError, match=r"f:3: field 'messages\[1\]\.role' must be one of"):
         to_chat({"messages": [{"role": "user", "content": "x"}, {"role": "bot", "content": "y"}], "_line": 3}, "chat", "f")
     with pytest.raises(DataFormatError, match="no assistant turn"):
         to_chat({"messages": [{"role": "user", "content": "x"}]}, "chat", "f")

@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader
 
 from llmft.data.collate import LengthGroupedWindows, WindowCollator, WindowDataset, pad_batch, with_mismatched_pairs
 from llmft.data.encoders import ENCODERS, encode_rows, example_length
+from llmft.data.cache import TokenCache
+from llmft.data.packing import DOCUMENTS, PackedWindowCollator, check_packing, padding_fraction
 from llmft.data.rows import Rows
 from llmft.data.templates import ChatRenderer
 
@@ -19,7 +21,12 @@ log = logging.getLogger(__name__)
 
 class ViewDataModule(L.LightningDataModule):
     """Rows of one view -> examples -> windows of micro-batches (one window per optimizer step) and
-    validation batches. Any view: the collator pads every prefixed group of token lists."""
+    validation batches. Any view: the collator pads every prefixed group of token lists.
+
+    `packing` (chat and pair views): each training window's examples are packed into rows of
+    `renderer.max_length` tokens per document of an example (`llmft.data.packing`); the windows, and so
+    the optimizer steps and the schedule, are those of the unpacked run. Validation stays unpacked.
+    """
 
     def __init__(
         self,
@@ -30,8 +37,16 @@ class ViewDataModule(L.LightningDataModule):
         seed: int,
         num_workers: int = 0,
         view: str = "chat",
+        cache: TokenCache | None = None,
+        max_dropped_fraction: float = 1.0,
+        packing: bool = False,
     ):
         super().__init__()
+        if packing:
+            check_packing(view, None)
+        self.packing = packing
+        self.cache = cache  # the tokenisation cache (`data.cache_dir`); None encodes every run
+        self.max_dropped_fraction = max_dropped_fraction
         if view not in ENCODERS:
             raise ValueError(f"view {view!r}: choose one of {sorted(ENCODERS)}")
         self.view = view
@@ -59,12 +74,18 @@ class ViewDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_examples:
             return
-        self.train_examples, train_dropped = encode_rows(self.rows.train, self.renderer, self.view)
-        self.val_examples, val_dropped = encode_rows(self.rows.val, self.renderer, self.view)
-        self.dropped = {"train": Counter(self.rows.dropped) + train_dropped, "val": val_dropped}
+        encode = self.cache.encode_rows if self.cache is not None else encode_rows
+        self.train_examples, train_dropped = encode(self.rows.train, self.renderer, self.view)
+        self.val_examples, val_dropped = encode(self.rows.val, self.renderer, self.view)
+        self.dropped = {"train": self.rows.dropped["train"] + train_dropped, "val": self.rows.dropped["val"] + val_dropped}
+        for reason, n in self.rows.skipped.items():
+            log.info("skipped %d rows this method's view does not use: %s", n, reason)
         for split, counts in self.dropped.items():
             for reason, n in counts.items():
                 log.warning("dropped %d %s rows: %s", n, split, reason)
+        for split, encoded in (("train", train_dropped), ("val", val_dropped)):
+            check_dropped_fraction(split, self.rows.dropped[split], self.rows.read.get(split, 0), encoded,
+                                   len(getattr(self.rows, split)), self.max_dropped_fraction)
         if not self.train_examples:
             raise ValueError(f"no training example left after dropping: {dict(self.dropped['train'])}")
         if self.view == "unpaired" and self.window_size < 2:
@@ -121,9 +142,28 @@ class ViewDataModule(L.LightningDataModule):
             sampler=windows,
             batch_size=None,
             generator=own_generator(self.seed),
-            collate_fn=WindowCollator(self.batch_size, self.pad_token_id, mismatched_pairs=self.view == "unpaired"),
+            collate_fn=self.window_collator(packed=self.packing),
             num_workers=self.num_workers,
         )
+
+    def window_collator(self, packed: bool) -> WindowCollator | PackedWindowCollator:
+        if packed:
+            return PackedWindowCollator(self.batch_size, self.pad_token_id, self.renderer.max_length, self.view)
+        return WindowCollator(self.batch_size, self.pad_token_id, mismatched_pairs=self.view == "unpaired")
+
+    def padding_fractions(self) -> dict[str, float | None]:
+        """Padding of the training micro-batches over epoch 0's windows, unpacked and packed (None for a
+        view that is not packed): slots the forward computes that hold no real token / all its slots
+        (`llmft.data.packing.padding_fraction`). `training` names the layout this run trains with."""
+        windows = self.windows().windows(0)
+        return {"unpacked": self._padding(windows, packed=False),
+                "packed": self._padding(windows, packed=True) if self.view in DOCUMENTS else None,
+                "training": "packed" if self.packing else "unpacked"}
+
+    def _padding(self, windows: list[list[int]], packed: bool) -> float:
+        collate = self.window_collator(packed)
+        micro_batches = (micro for window in windows for micro in collate([self.train_examples[i] for i in window]))
+        return round(padding_fraction(micro_batches), 4)
 
     def val_dataloader(self) -> DataLoader:
         min_size = 2 if self.view == "unpaired" else 1
@@ -134,6 +174,24 @@ class ViewDataModule(L.LightningDataModule):
             collate_fn=partial(pad_val_batch, pad_token_id=self.pad_token_id, mismatched_pairs=self.view == "unpaired"),
             num_workers=self.num_workers,
         )
+
+
+def check_dropped_fraction(split: str, before: Counter, read: int, encoding: Counter, encoded: int,
+                           limit: float) -> None:
+    """Stop when a split lost more than `data.max_dropped_fraction` of its rows, naming the counts.
+
+    `before`: dropped of the `read` rows (duplicates); `encoding`: dropped of the `encoded` rows
+    (truncation). The fraction lost is 1 - (kept before) x (kept encoding), which stays right when
+    `data.limit_train` samples the rows in between.
+    """
+    lost_before = sum(before.values()) / read if read else 0.0
+    lost_encoding = sum(encoding.values()) / encoded if encoded else 0.0
+    fraction = 1.0 - (1.0 - lost_before) * (1.0 - lost_encoding)
+    if fraction > limit:
+        reasons = "; ".join(f"{n} {reason}" for reason, n in (before + encoding).most_common())
+        raise ValueError(f"data: {fraction:.1%} of the {split} rows dropped, more than data.max_dropped_fraction="
+                         f"{limit} ({reasons}; {read} rows read). Fix the data, or raise data.max_dropped_fraction "
+                         "to train on what is left")
 
 
 def own_generator(seed: int) -> torch.Generator:

@@ -18,7 +18,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from llmft.constants import IGNORE_INDEX
-from llmft.data.templates import ChatRenderer
+from llmft.data import formats
+from llmft.data.templates import ChatRenderer, ChatTemplateError
 
 Example = dict
 Encoder = Callable[[dict, ChatRenderer], "Example | str"]
@@ -81,12 +82,26 @@ def example_length(example: Example) -> int:
     return sum(len(v) for k, v in example.items() if k.endswith("input_ids"))
 
 
+# The row fields an encoder renders, named when the chat template refuses a row.
+RENDERED_FIELDS = {"chat": "messages", "pair": "prompt/chosen/rejected", "unpaired": "prompt/completion",
+                   "prompt": "prompt"}
+
+
+def encode_row(row: dict, renderer: ChatRenderer, view: str = "chat") -> Example | str:
+    """One row's example of `view`, or the reason it is dropped. A chat the template refuses (roles out
+    of order for a strict template) is bad input: a `DataFormatError` naming the row's file, line and field."""
+    try:
+        return ENCODERS[view](row, renderer)
+    except ChatTemplateError as err:
+        raise formats.DataFormatError(row.get("_source") or "data rows", row.get("_line"),
+                                      f"field {RENDERED_FIELDS[view]!r}: {err}") from err
+
+
 def encode_rows(rows: list[dict], renderer: ChatRenderer, view: str = "chat") -> tuple[list[dict], Counter]:
     """Examples of `view` (see `data.encoders`); rows an encoder refuses are dropped and counted by reason."""
-    encode = ENCODERS[view]
     examples, dropped = [], Counter()
     for row in rows:
-        example = encode(row, renderer)
+        example = encode_row(row, renderer, view)
         if isinstance(example, str):
             dropped[example] += 1
         else:

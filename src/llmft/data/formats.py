@@ -2,7 +2,10 @@
 
 Formats (DESIGN.md): chat, alpaca, completion, preference, unpaired, prompt. Each method asks for
 a view (chat, pair, unpaired, prompt); `convert` turns compatible rows into it (preference -> chat
-via chosen, preference -> unpaired, any -> prompt) and refuses the others with a message naming both. A bad row is a `DataFormatError` naming the file, the line and the field.
+via chosen, preference -> unpaired, any -> prompt) and refuses the others with a message naming both;
+`check_conversion` says so at start-up, naming the data config and the method. A bad row is a
+`DataFormatError` naming the file, the line and the field (`messages[2].content`); converted rows keep
+`_source` and `_line`, so later stages can name them too.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def read_rows(path: str | Path) -> list[dict]:
         rows = _read_jsonl(path)
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_utf8(path.read_bytes(), path, 1))
         except json.JSONDecodeError as err:
             raise DataFormatError(str(path), err.lineno, f"malformed JSON: {err.msg}") from err
         if not isinstance(data, list):
@@ -57,8 +60,11 @@ def read_rows(path: str | Path) -> list[dict]:
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes: a line that is not UTF-8 is named, not a UnicodeDecodeError
+        for line_no, raw in enumerate(handle, start=1):
+            line = _utf8(raw, path, line_no)
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             if not line.strip():
                 continue
             try:
@@ -68,33 +74,77 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
+def _utf8(raw: bytes, path: Path, first_line: int) -> str:
+    """`raw` decoded as UTF-8; bytes that are not UTF-8 are an error naming their line and column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + raw.count(b"\n", 0, err.start)
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        bad = raw[err.start:err.end].hex(" ")
+        raise DataFormatError(str(path), line, f"bytes that are not UTF-8 at byte column {column} ({bad}): "
+                              "save the file as UTF-8") from None
+
+
 def _require(row: dict, field: str, kinds: tuple[type, ...], source: str) -> Any:
     if field not in row or row[field] is None:
         raise DataFormatError(source, row.get("_line"), f"missing field {field!r}")
-    if not isinstance(row[field], kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise DataFormatError(source, row.get("_line"), f"field {field!r} must be {names}, got {type(row[field]).__name__}")
-    return row[field]
+    value = row[field]
+    if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+        names = " or ".join("list of messages" if k is list else k.__name__ for k in kinds)
+        raise DataFormatError(source, row.get("_line"), f"field {field!r} must be {names}, got {type(value).__name__}")
+    if isinstance(value, str) and not value.strip():
+        raise DataFormatError(source, row.get("_line"), f"field {field!r} is empty")
+    return value
 
 
 def _messages(value: Any, field: str, row: dict, source: str) -> list[dict]:
-    """A message list, or a string taken as one message of the role the field implies."""
+    """A message list, or a string taken as one message of the role the field implies.
+
+    Errors name the message's field, e.g. `messages[2].content`: a role outside ROLES, content that
+    is not a string, or a user / assistant message with nothing in it (no text and no tool call).
+    """
+    line = row.get("_line")
     if isinstance(value, str):
+        if not value.strip():
+            raise DataFormatError(source, line, f"field {field!r} is empty")
         return [{"role": "user" if field == "prompt" else "assistant", "content": value}]
     if not isinstance(value, list) or not value:
-        raise DataFormatError(source, row.get("_line"), f"field {field!r} must be a string or a non-empty message list")
+        got = "an empty list" if isinstance(value, list) else type(value).__name__
+        raise DataFormatError(source, line, f"field {field!r} must be a string or a non-empty message list, got {got}")
     for i, message in enumerate(value):
-        where = f"field {field!r}[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise DataFormatError(source, row.get("_line"), f"{where} needs a role among {ROLES}")
-        if not isinstance(message.get("content"), str) and not message.get("tool_calls"):
-            raise DataFormatError(source, row.get("_line"), f"{where} needs string content or tool_calls")
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            raise DataFormatError(source, line, f"field {where!r} must be a message object, got {type(message).__name__}")
+        if message.get("role") not in ROLES:
+            raise DataFormatError(source, line, f"field '{where}.role' must be one of {ROLES}, got {message.get('role')!r}")
+        content, calls = message.get("content"), message.get("tool_calls")
+        if content is not None and not isinstance(content, str):
+            raise DataFormatError(source, line, f"field '{where}.content' must be a string, got {type(content).__name__}")
+        if calls is not None and not isinstance(calls, list):
+            raise DataFormatError(source, line, f"field '{where}.tool_calls' must be a list, got {type(calls).__name__}")
+        if not calls and not (content or "").strip() and message["role"] in ("user", "assistant"):
+            what = "missing" if content is None else "empty"
+            raise DataFormatError(source, line, f"field '{where}.content' is {what} ({message['role']} messages "
+                                  "need text or tool_calls)")
+        if not calls and content is None:
+            raise DataFormatError(source, line, f"field '{where}.content' is missing")
     return [dict(m, content=m.get("content") or "") for m in value]
 
 
 def _passthrough(row: dict) -> dict:
-    """The fields every view carries along: the row's id, task, tools and reference answer."""
-    return {k: row[k] for k in ("id", "task", "tools", "answer") if k in row}
+    """The fields every view carries along: the row's id, task, tools and reference answer, and where it
+    was read (`_source`, `_line`), so that later stages (encoders, contamination) can name file and line."""
+    return {k: row[k] for k in ("id", "task", "tools", "answer", "_source", "_line") if k in row}
+
+
+def _label(row: dict, source: str) -> bool:
+    if "label" not in row or row["label"] is None:
+        raise DataFormatError(source, row.get("_line"), "missing field 'label' (true or false)")
+    if not isinstance(row["label"], bool):
+        raise DataFormatError(source, row.get("_line"),
+                              f"field 'label' must be true or false, got {type(row['label']).__name__} {row['label']!r}")
+    return row["label"]
 
 
 def to_chat(row: dict, fmt: str, source: str) -> dict:
@@ -105,14 +155,16 @@ def to_chat(row: dict, fmt: str, source: str) -> dict:
     elif fmt == "alpaca":
         instruction = _require(row, "instruction", (str,), source)
         context = row.get("input") or ""
+        if not isinstance(context, str):
+            raise DataFormatError(source, row.get("_line"), f"field 'input' must be str, got {type(context).__name__}")
         user = f"{instruction}\n\n{context}" if context else instruction
         messages = [{"role": "user", "content": user},
                     {"role": "assistant", "content": _require(row, "output", (str,), source)}]
     elif fmt in ("completion", "unpaired"):
         prompt = _messages(_require(row, "prompt", (str, list), source), "prompt", row, source)
         messages = prompt + _messages(_require(row, "completion", (str, list), source), "completion", row, source)
-        if fmt == "unpaired" and not isinstance(row.get("label"), bool):
-            raise DataFormatError(source, row.get("_line"), "field 'label' must be true or false")
+        if fmt == "unpaired":
+            _label(row, source)
     elif fmt == "preference":
         prompt = _messages(_require(row, "prompt", (str, list), source), "prompt", row, source)
         messages = prompt + _messages(_require(row, "chosen", (str, list), source), "chosen", row, source)
@@ -146,8 +198,7 @@ def to_unpaired(row: dict, fmt: str, source: str) -> list[dict]:
     if fmt != "unpaired":
         raise DataFormatError(source, None, f"data.format={fmt} has no labelled completions: method=kto needs "
                               "data.format=unpaired (or preference) rows")
-    if not isinstance(row.get("label"), bool):
-        raise DataFormatError(source, row.get("_line"), "field 'label' must be true or false")
+    _label(row, source)
     prompt = _messages(_require(row, "prompt", (str, list), source), "prompt", row, source)
     completion = _messages(_require(row, "completion", (str, list), source), "completion", row, source)
     return [{**extra, "prompt": prompt, "completion": completion, "label": row["label"]}]
@@ -189,3 +240,32 @@ def convert(rows: list[dict], fmt: str, view: str, source: str) -> tuple[list[di
         else:
             raise ValueError(f"unknown view {view!r}: chat, pair, unpaired or prompt")
     return kept, dropped
+
+
+# Which row formats each view can be made from (DESIGN.md "Data rows accepted"), and what to give instead.
+CONVERSIONS: dict[str, tuple[str, ...]] = {
+    "chat": ("chat", "alpaca", "completion", "preference", "unpaired"),
+    "pair": ("preference",),
+    "unpaired": ("unpaired", "preference"),
+    "prompt": FORMATS,
+}
+NEEDS: dict[str, str] = {
+    "chat": "rows with responses to learn from: data.format=chat, alpaca, completion, preference (its chosen "
+            "side) or unpaired (its label-true rows)",
+    "pair": "a chosen and a rejected answer per prompt: data.format=preference rows (prompt, chosen, rejected)",
+    "unpaired": "labelled completions: data.format=unpaired rows (prompt, completion, label) or preference rows "
+                "(each side becomes one)",
+    "prompt": "prompts: any data.format",
+}
+
+
+def check_conversion(fmt: str, view: str, data_name: str, method_name: str) -> None:
+    """Fail at start-up when rows of `fmt` cannot become the `view` a method needs, naming the data config
+    and the method: `data=alpaca (format alpaca) cannot feed method=dpo: it needs a chosen and a rejected ...`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"data={data_name}: data.format={fmt!r} is not a row format; choose one of {', '.join(FORMATS)}")
+    if view not in CONVERSIONS:
+        raise ValueError(f"method={method_name} asks for view {view!r}: choose one of {', '.join(CONVERSIONS)}")
+    if fmt not in CONVERSIONS[view]:
+        raise ValueError(f"data={data_name} (format {fmt}) cannot feed method={method_name}: it needs {NEEDS[view]}. "
+                         "Choose a data config with such rows, or another method")

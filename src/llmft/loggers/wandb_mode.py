@@ -11,15 +11,13 @@ request) with a short timeout. The reason for going offline is kept, for the war
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import wandb
+
+from llmft.network import probe, probe_target
 
 FALLBACK_BASE_URL = "https://api.wandb.ai"
 
@@ -59,37 +57,6 @@ def has_credentials(settings: wandb.Settings) -> str | None:
     except Exception:  # an unreadable or malformed netrc: wandb.init would not use it either
         pass
     return None
-
-
-def probe_target(base_url: str) -> tuple[str, int]:
-    """(host, port) a request to `base_url` first connects to: the proxy when one applies."""
-    url = urlsplit(base_url)
-    host = url.hostname or ""
-    if not urllib.request.proxy_bypass(host):
-        proxies = urllib.request.getproxies()
-        proxy = proxies.get(url.scheme) or proxies.get("all")
-        if proxy:
-            url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-            host = url.hostname or ""
-    return host, url.port or (443 if url.scheme == "https" else 80)
-
-
-def probe(host: str, port: int, timeout: float) -> str | None:
-    """None when a TCP connection to host:port opens within `timeout` seconds, else why not. The name
-    lookup is inside the bound too (a thread: getaddrinfo itself takes no timeout)."""
-    outcome: list[str | None] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as err:
-            outcome.append(f"{type(err).__name__}: {err}")
-
-    worker = threading.Thread(target=connect, daemon=True, name="wandb-probe")
-    worker.start()
-    worker.join(timeout)
-    return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
 def decide_mode(requested: str | None, probe_timeout: float) -> ModeDecision:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from llmft.methods.base import BetaObjective, Metrics
-from llmft.models.forward import pair_logp_sums
+from llmft.models.forward import is_packed, pair_logp_sums
 
 
 class PairwiseObjective(BetaObjective):
@@ -97,7 +97,10 @@ class ORPO(PairwiseObjective):
 
 
 def count_pairs(micro: dict) -> int:
-    """The normaliser of every pairwise objective: one unit per pair."""
+    """The normaliser of every pairwise objective: one unit per pair (a packed micro-batch, whose rows
+    hold several pairs, has one `meta` per pair)."""
+    if is_packed(micro):
+        return len(micro["meta"])
     return int(micro["chosen_input_ids"].shape[0])
 
 

@@ -26,30 +26,94 @@ def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
     return torch.nonzero((labels[:, 1:] != IGNORE_INDEX).any(dim=0)).flatten()
 
 
+PACKED_TOKEN_FIELDS = ("input_ids", "labels", "position_ids", "doc_ids")  # [rows, width] in a packed micro-batch
+
+
+def is_packed(batch: dict) -> bool:
+    """A packed micro-batch (`llmft.data.packing`) carries per-document `position_ids`."""
+    return "position_ids" in batch
+
+
+def uses_flash_attention(model: torch.nn.Module) -> bool:
+    return "flash" in str(getattr(model.config, "_attn_implementation", "") or "")
+
+
+def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict:
+    """What the model is given for a batch (unpacked or packed); see `packed_for` for the packed layout.
+
+    Packed: `position_ids` restart at every document, and there is no attention mask and no KV cache.
+    transformers (5.x) then confines attention to each document (sdpa/eager: a block-diagonal causal
+    mask built from the position ids; flash-attention: the varlen kernel). It does so *only* without a
+    2-D attention mask and without a cache: with the default `use_cache=True` the model makes a cache
+    first, the detection is skipped, and every token attends to the documents before it in its row.
+    """
+    if is_packed(batch):
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def packed_for(model: torch.nn.Module, batch: dict) -> dict:
+    """A packed micro-batch as the model's attention needs it. sdpa/eager: as collated, [rows, width].
+    flash-attention: transformers takes the varlen path from position ids only for a single row, so the
+    real tokens of every row go into one row [1, tokens] (padding-free, as TRL's `padding_free`)."""
+    if not (is_packed(batch) and uses_flash_attention(model)):
+        return batch
+    real = batch["attention_mask"].bool()
+    return {**batch, **{key: batch[key][real].unsqueeze(0) for key in PACKED_TOKEN_FIELDS},
+            "attention_mask": torch.ones_like(batch["input_ids"][real]).unsqueeze(0)}
+
+
+def kept_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, labels, keep): logits only at the positions `keep` that predict a supervised token;
+    see `supervised_logits`. `batch` is in the layout the model runs (`packed_for`)."""
+    labels = batch["labels"]
+    keep = supervised_positions(labels)
+    logits = model(**model_inputs(model, batch), logits_to_keep=keep).logits
+    # logits[:, j] predicts labels[:, keep[j] + 1]; pad one step so the losses' shift lines them up.
+    kept_labels = F.pad(labels[:, keep + 1], (1, 0), value=IGNORE_INDEX)
+    return F.pad(logits, (0, 0, 0, 1)), kept_labels, keep
+
+
 def supervised_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) restricted to the positions that predict supervised tokens.
 
     The vocabulary projection is about a fifth of a small model's compute, and in chat data most
     positions are prompt, so only the needed rows of logits are computed (`logits_to_keep`). The
     pair is aligned like a full forward pass (`llmft.losses` shift labels internally): feeding it to
-    `sft_loss_sum` gives the same value as the full logits and labels.
+    `sft_loss_sum` gives the same value as the full logits and labels. A packed micro-batch
+    (`is_packed`) runs with attention confined to each document (`model_inputs`).
     """
-    labels = batch["labels"]
-    keep = supervised_positions(labels)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-    # logits[:, j] predicts labels[:, keep[j] + 1]; pad one step so the losses' shift lines them up.
-    kept_labels = F.pad(labels[:, keep + 1], (1, 0), value=IGNORE_INDEX)
-    return F.pad(logits, (0, 0, 0, 1)), kept_labels
+    logits, labels, _ = kept_logits(model, packed_for(model, batch))
+    return logits, labels
 
 
 def sequence_logp_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                        prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: (sum of log p of the supervised tokens, their number), from `<prefix>input_ids`,
-    `<prefix>attention_mask` and `<prefix>labels`, computing logits only where a label is supervised."""
+    `<prefix>attention_mask` and `<prefix>labels`, computing logits only where a label is supervised.
+    A packed micro-batch gives them per document instead (`document_logp_sums`)."""
+    if is_packed(batch):
+        return document_logp_sums(model, batch)
     fields = {k: batch[prefix + k] for k in ("input_ids", "attention_mask", "labels")}
     logits, labels = supervised_logits(model, fields)
     sums = token_logps(logits, labels).sum(-1)
     return sums, (labels[:, 1:] != IGNORE_INDEX).sum(-1)
+
+
+def document_logp_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per document of a packed micro-batch, in `doc_ids` order: (sum of log p of its supervised tokens,
+    their number). Pairs: chosen documents [P] then rejected [P], as `pair_logp_sums` returns them."""
+    batch = packed_for(model, batch)
+    logits, labels, keep = kept_logits(model, batch)
+    docs = F.pad(batch["doc_ids"][:, keep + 1], (1, 0), value=-1)
+    supervised = labels != IGNORE_INDEX
+    n_docs = int(batch["doc_ids"].max()) + 1  # pairs: the last rejected document is 2P - 1
+    logps = token_logps(logits, labels)
+    sums = logps.new_zeros(n_docs).index_add(0, docs[supervised], logps[supervised])
+    counts = torch.zeros(n_docs, dtype=torch.long, device=logps.device).index_add_(
+        0, docs[supervised], torch.ones_like(docs[supervised]))
+    return sums, counts
 
 
 def concat_pair(micro: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -64,7 +128,10 @@ def concat_pair(micro: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def pair_logp_sums(model: torch.nn.Module, micro: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """`sequence_logp_sums` of the chosen rows then the rejected rows ([2B] each), in one forward pass
-    over both: the policy sees chosen and rejected in the same batch."""
+    over both: the policy sees chosen and rejected in the same batch. A packed micro-batch already
+    holds both sides, as documents (`document_logp_sums`)."""
+    if is_packed(micro):
+        return document_logp_sums(model, micro)
     return sequence_logp_sums(model, concat_pair(micro))
 
 

@@ -35,7 +35,7 @@ class RewardModelScore:
                                            instantiate(cfg.precision), ancestors, head="score")
         self.handle.model.requires_grad_(False)
         self.handle.head.requires_grad_(False)
-        self.renderer = ChatRenderer(self.handle.tokenizer, cfg.data.max_length)
+        self.renderer = ChatRenderer(self.handle.tokenizer, cfg.data.max_length, chat_template=run.chat_template())
         self.batch_size = batch_size
         self.run_dir = run_dir
         log.info("reward model: %s", run.folder)

@@ -1,4 +1,5 @@
-"""The bundled task suite's verifiers as a reward: 1.0 for a correct response, else 0.0."""
+"""The task verifiers as a reward: 1.0 for a correct response, else 0.0 (the bundled suite's tasks, and
+public datasets' tasks with a verifier, e.g. gsm8k: `tasks.VERIFIABLE_TASKS`)."""
 from __future__ import annotations
 
 from llmft.data import tasks
@@ -13,13 +14,13 @@ class TaskVerifier:
         return [float(tasks.verify(m["task"], c, m["answer"])) for c, m in zip(completions, meta, strict=True)]
 
     def check_rows(self, rows: list[dict], where: str) -> None:
-        """Every row needs a task the suite knows and an answer to verify against."""
+        """Every row needs a task with a verifier and an answer to verify against."""
         for i, row in enumerate(rows):
             missing = [k for k in ("task", "answer") if row.get(k) in (None, "")]
-            if missing or row["task"] not in tasks.TASK_NAMES:
-                what = f"has no {' or '.join(missing)}" if missing else f"has task {row['task']!r}, not one of the suite's"
+            if missing or row["task"] not in tasks.VERIFIABLE_TASKS:
+                what = f"has no {' or '.join(missing)}" if missing else f"has task {row['task']!r}, not one with a verifier"
                 raise ValueError(
                     f"reward=verifier: {where} row {i} (id {row.get('id', '?')}) {what}: the verifier reward needs each "
-                    f"prompt's task ({', '.join(tasks.TASK_NAMES)}) and answer. Give the rows answers, or score with a "
+                    f"prompt's task ({', '.join(tasks.VERIFIABLE_TASKS)}) and answer. Give the rows answers, or score with a "
                     "reward model (reward=model reward.run_dir=<a method=reward run>) or your own function "
                     "(reward=function reward.fn=<module.function>)")

@@ -40,7 +40,8 @@ from llmft.data.tasks.files import (
     write_all,
 )
 from llmft.data.tasks.policy import REFUSAL
-from llmft.data.tasks.registry import CASE_RULES, MAX_NEW_TOKENS, TASK_NAMES, VERIFIERS, verify
+from llmft.data.tasks.registry import (CASE_RULES, EXTRA_VERIFIERS, MAX_NEW_TOKENS, TASK_NAMES, VERIFIABLE_TASKS,
+                                       VERIFIERS, verify)
 from llmft.data.tasks.splits import SPLIT_SIZES, SPLITS, dedup_key, generate, prompt_key
 from llmft.data.tasks.tool_call import TOOLS
 from llmft.data.templates import assistant_text
@@ -56,6 +57,8 @@ __all__ = [
     "MAX_NEW_TOKENS",
     "TOOLS",
     "VERIFIERS",
+    "EXTRA_VERIFIERS",
+    "VERIFIABLE_TASKS",
     "CASE_RULES",
     "generate",
     "views",

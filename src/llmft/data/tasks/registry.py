@@ -21,7 +21,7 @@ import random
 from types import ModuleType
 from typing import Callable
 
-from llmft.data.tasks import arithmetic, multi_turn, policy, tool_call, word_list
+from llmft.data.tasks import arithmetic, gsm8k, multi_turn, policy, tool_call, word_list
 from llmft.data.tasks._common import Example
 
 # In generation order (the order also fixes each task's rows in the dedup).
@@ -48,11 +48,15 @@ CASE_RULES: dict[str, str] = {name: m.CASE_RULE for name, m in _MODULES.items()}
 # JSON, the rest a few words), so evaluation does not pay for rambling past any correct answer.
 MAX_NEW_TOKENS: dict[str, int] = {name: m.MAX_NEW_TOKENS for name, m in _MODULES.items()}
 
+# Verifiers of public datasets' tasks (rows tagged by data/layouts.py): `verify` and `reward=verifier`
+# accept them, but they are not suite tasks (no generator; evaluation iterates TASK_NAMES only).
+EXTRA_VERIFIERS: dict[str, Callable[[str, str], bool]] = {"gsm8k": gsm8k.verify}
+VERIFIABLE_TASKS: tuple[str, ...] = TASK_NAMES + tuple(EXTRA_VERIFIERS)
+
 
 def verify(task: str, prediction: str, answer: str) -> bool:
     """True iff ``prediction`` (the model's final assistant text) is correct for ``answer``."""
-    try:
-        fn = VERIFIERS[task]
-    except KeyError:
-        raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(TASK_NAMES)}") from None
+    fn = VERIFIERS.get(task) or EXTRA_VERIFIERS.get(task)
+    if fn is None:
+        raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(VERIFIABLE_TASKS)}")
     return bool(fn(prediction or "", answer))
