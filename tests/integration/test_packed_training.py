@@ -3,6 +3,7 @@ document sees nothing of the others (including transformers' use_cache trap)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 from functools import partial
 
 import pytest
@@ -17,7 +18,7 @@ from llmft.data.templates import ChatRenderer
 from llmft.losses import dpo_loss, orpo_loss
 from llmft.methods.preference import DPO, ORPO
 from llmft.methods.sft import SFT
-from llmft.models.forward import model_inputs
+from llmft.models.forward import document_logp_sums, model_inputs, packed_for
 from llmft.train import run
 
 MAX_LENGTH = 256
@@ -136,3 +137,47 @@ def test_train_py_runs_packed_with_the_unpacked_run_s_steps_and_losses(make_cfg,
     padding = packed["card"]["padding_fraction"]
     assert padding["training"] == "packed" and unpacked["card"]["padding_fraction"]["training"] == "unpacked"
     assert padding["packed"] < padding["unpacked"]
+
+
+@torch.no_grad()
+def test_the_flattened_layout_flash_attention_gets_gives_the_same_document_sums(monkeypatch):
+    """Under flash-attention the packed rows become one row of real tokens (`packed_for`). Its bookkeeping
+    (labels, positions, document ids) is checked here on the CPU: sdpa isolates documents in one row too."""
+    from llmft.models import forward
+
+    handle = tiny()
+    model = handle.model.eval()
+    window = examples("pair", handle, 4)
+    batch = PackedWindowCollator(2, handle.tokenizer.pad_token_id, MAX_LENGTH, "pair")(window)[0]
+    rows_sums, rows_counts = document_logp_sums(model, batch)
+    monkeypatch.setattr(forward, "uses_flash_attention", lambda model: True)
+    flat = packed_for(model, batch)
+    assert flat["input_ids"].shape == (1, int(batch["attention_mask"].sum()))
+    flat_sums, flat_counts = document_logp_sums(model, batch)
+    assert torch.equal(flat_counts, rows_counts)
+    torch.testing.assert_close(flat_sums, rows_sums, atol=1e-4, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None, reason="flash-attn is not installed")
+@torch.no_grad()
+def test_flash_attention_varlen_path_isolates_packed_documents():
+    """flash_attention_2 takes the varlen path from position ids only for one row: the packed forward
+    flattens the micro-batch (`packed_for`), and a document's logits match it alone (bf16 tolerance)."""
+    spec = models.ModelSpec("llmft:tiny", attn_implementation="flash_attention_2")
+    handle = models.build(spec, models.FullSpec(), models.PrecisionSpec(trainer="bf16-true", weights_dtype="bfloat16"))
+    model = handle.model.cuda().eval()
+    a, b1, b2 = examples("chat", handle, 3)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v
+             for k, v in pack_rows([[b1, a], [b2]], "chat", handle.tokenizer.pad_token_id).items()}
+    sums, counts = document_logp_sums(model, batch)
+    alone = {k: v.cuda() if torch.is_tensor(v) else v for k, v in pack_rows([[a]], "chat", 0).items()}
+    sum_alone, count_alone = document_logp_sums(model, alone)
+    assert counts[1] == count_alone[0]
+    assert sums[1].item() == pytest.approx(sum_alone[0].item(), rel=2e-2)
+    # the same batch without flattening (two rows: transformers' varlen detection is off) leaks B1 into A
+    logits = model(**model_inputs(model, batch)).logits
+    start, n = len(b1["input_ids"]), len(a["input_ids"])
+    leaked = logits[0, start : start + n].float()
+    reference = model(input_ids=alone["input_ids"]).logits[0].float()
+    assert (leaked - reference).abs().max() > 0.1
