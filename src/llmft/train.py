@@ -90,7 +90,7 @@ class OnlineRun:
             reward = instantiate(reward_cfg)
         except InstantiationException as err:  # say what the reward said, not how hydra called it
             raise (err.__cause__ or err) from None
-        source = data_spec.path or "the bundled suite"
+        source = data_spec.path or ("data.mixture" if data_spec.source == "mixture" else "the bundled suite")
         reward.check_rows(rows.train, f"{source} (training)")
         reward.check_rows(rows.val, f"{data_spec.val_path or source} (validation)")
         return reward

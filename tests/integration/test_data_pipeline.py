@@ -59,7 +59,8 @@ def test_cached_examples_equal_fresh_ones(smollm2_tokenizer, tmp_path):
     third = TokenCache(tmp_path)
     third.encode_rows(changed, renderer, "chat")
     assert (third.stats.outcome, third.stats.hits, third.stats.misses) == ("partial", 6, 1)
-    assert TokenCache(tmp_path).shelf_path(ChatRenderer(smollm2_tokenizer, 25), "chat") != cache.shelf_path(renderer, "chat")
+    assert TokenCache(tmp_path).shelf_path(ChatRenderer(smollm2_tokenizer, 25), "chat", "a") != cache.shelf_path(
+        renderer, "chat", "a") != cache.shelf_path(renderer, "chat", "b")
 
 
 def test_validation_file_holding_a_training_row_fails(make_cfg, tmp_path):
@@ -105,3 +106,16 @@ def test_mixture_draws_by_weight(make_cfg, tmp_path):
     assert [(m["available"], m["drawn"], m["repeated"]) for m in card["mixture"].values()] == [(18, 20, 2), (36, 60, 24)]
     assert card["examples"] == {"train": 80, "val": 6}  # the repeats stay: dedup runs before the draw
     assert [s["read"] for s in card["sources"]] == [20, 40]
+
+
+def test_a_damaged_cache_file_is_a_miss(smollm2_tokenizer, tmp_path):
+    from llmft.data.cache import TokenCache
+    from llmft.data.templates import ChatRenderer
+
+    renderer, rows = ChatRenderer(smollm2_tokenizer, 64), [chat_row(i) for i in range(3)]
+    path = TokenCache(tmp_path).shelf_path(renderer, "chat", "rows without a source")
+    path.write_bytes(b"PK\x03\x04 not a whole zip file")
+    cache = TokenCache(tmp_path)
+    assert len(cache.encode_rows(rows, renderer, "chat")[0]) == 3
+    assert (cache.stats.outcome, cache.stats.misses) == ("miss", 3)
+    assert TokenCache(tmp_path).encode_rows(rows, renderer, "chat")[0] == cache.encode_rows(rows, renderer, "chat")[0]

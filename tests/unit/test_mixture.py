@@ -40,5 +40,5 @@ def test_dropped_fraction_compounds_across_stages():
     # 10 of 100 read are duplicates, then 1 of the 9 sampled rows is truncated away: 1 - 0.9 * 8/9 = 20%
     before, encoding = Counter({"exact duplicate of an earlier row": 10}), Counter({"truncated": 1})
     check_dropped_fraction("train", before, 100, encoding, 9, 0.2 + 1e-9)
-    with pytest.raises(ValueError, match=r"20.0% of the train rows dropped.*10 exact duplicate.*1 truncated; 100 rows read"):
+    with pytest.raises(ValueError, match=r"20.0% of the train rows dropped.*10 exact duplicate.*1 truncated; of 100 rows"):
         check_dropped_fraction("train", before, 100, encoding, 9, 0.19)

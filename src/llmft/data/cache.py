@@ -1,11 +1,11 @@
 """The tokenisation cache: encoded examples kept on disk, so a second run (and every run of a sweep)
 starts without re-tokenising.
 
-A *shelf* holds the examples of one encoding setting: the tokenizer (its vocabulary and merges),
-the chat template actually used, `max_length`, the view and the encoders' version. Within a shelf
-an example is found by the hash of the row it came from, so a shelf serves any selection of rows
-(another seed's sample, a mixture, a limit): a source's rows are cached once and a changed row is
-simply a miss. The source's fingerprint (file hashes or the `datasets` fingerprint) is recorded by
+A *shelf* holds the examples of one source's rows (a file, a Hub split: the rows' `_source`) in one
+encoding setting: the tokenizer (its vocabulary and merges), the chat template actually used,
+`max_length`, the view and the encoders' version. Within a shelf an example is found by the hash of
+the row it came from, so a shelf serves any selection of rows (another seed's sample, a mixture, a
+limit): a source's rows are cached once and a changed row is simply a miss. The source's fingerprint (file hashes or the `datasets` fingerprint) is recorded by
 the data card; the row hashes are what make a hit exact.
 
 On disk a shelf is one `.npz` (no pickle): per token field, all examples' lists concatenated into an
@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,37 +78,46 @@ class TokenCache:
         self.root = Path(root).expanduser()
         self.stats = CacheStats()
 
-    def shelf_path(self, renderer: ChatRenderer, view: str) -> Path:
+    def shelf_path(self, renderer: ChatRenderer, view: str, source: str) -> Path:
+        """The shelf of one source's rows (a file, a Hub split; `_source` of the rows) in one encoding
+        setting: a run loads and rewrites only the shelves of the sources it reads."""
         key = json.dumps([tokenizer_fingerprint(renderer.tokenizer), renderer.template_hash, renderer.max_length,
                           view, ENCODER_VERSION])
-        return self.root / f"{view}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+        setting = hashlib.sha256(key.encode()).hexdigest()[:20]
+        return self.root / f"{view}-{setting}-{hashlib.sha256(source.encode()).hexdigest()[:12]}.npz"
 
     def encode_rows(self, rows: list[dict], renderer: ChatRenderer, view: str) -> tuple[list[dict], Counter]:
         """`encoders.encode_rows` through the cache: the same examples and drop counts, in row order."""
         started = time.perf_counter()
-        path = self.shelf_path(renderer, view)
-        shelf = load_shelf(path)
-        hashes = [row_hash(row) for row in rows]
-        added = 0
+        by_source: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_source.setdefault(str(row.get("_source") or "rows without a source"), []).append(i)
+        entries: list[dict | str] = [""] * len(rows)
+        for source, indices in by_source.items():
+            path = self.shelf_path(renderer, view, source)
+            shelf = load_shelf(path)
+            added = 0
+            for i in indices:
+                key = row_hash(rows[i])
+                if key not in shelf:
+                    shelf[key] = encode_row(rows[i], renderer, view)
+                    added += 1
+                entries[i] = shelf[key]
+            if added:
+                save_shelf(path, shelf)
+            self.stats.hits += len(indices) - added
+            self.stats.misses += added
+            if path.name not in self.stats.shelves:
+                self.stats.shelves.append(path.name)
+            log.info("tokenisation cache %s (%s): %d of %d %s rows reused, %d encoded", path, source,
+                     len(indices) - added, len(indices), view, added)
         examples, dropped = [], Counter()
-        for row, key in zip(rows, hashes):
-            if key not in shelf:
-                shelf[key] = encode_row(row, renderer, view)
-                added += 1
-            entry = shelf[key]
+        for entry in entries:
             if isinstance(entry, str):
                 dropped[entry] += 1
             else:
                 examples.append(dict(entry))  # rows equal in content share an entry: each gets its own dict
-        if added:
-            save_shelf(path, shelf)
-        self.stats.hits += len(rows) - added
-        self.stats.misses += added
         self.stats.seconds += time.perf_counter() - started
-        if path.name not in self.stats.shelves:
-            self.stats.shelves.append(path.name)
-        log.info("tokenisation cache %s: %d of %d %s rows reused, %d encoded", path, len(rows) - added, len(rows),
-                 view, added)
         return examples, dropped
 
 
@@ -119,7 +129,7 @@ def load_shelf(path: Path) -> dict[str, dict | str]:
         with np.load(path, allow_pickle=False) as data:
             info = json.loads(str(data["info"]))
             arrays = {name: (data[f"{name}.values"], data[f"{name}.offsets"]) for name in info["token_fields"]}
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # damaged: a miss
         log.warning("tokenisation cache %s unreadable (%s): encoding again", path, err)
         return {}
     shelf: dict[str, dict | str] = {}

@@ -13,7 +13,7 @@ from llmft.data.collate import LengthGroupedWindows, WindowCollator, WindowDatas
 from llmft.data.encoders import ENCODERS, encode_rows, example_length
 from llmft.data.cache import TokenCache
 from llmft.data.packing import DOCUMENTS, PackedWindowCollator, check_packing, padding_fraction
-from llmft.data.rows import Rows
+from llmft.data.rows import DataSpec, Rows  # noqa: F401  DataSpec: runs before issue 9 name llmft.data.datamodule.DataSpec
 from llmft.data.templates import ChatRenderer
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class ViewDataModule(L.LightningDataModule):
             for reason, n in counts.items():
                 log.warning("dropped %d %s rows: %s", n, split, reason)
         for split, encoded in (("train", train_dropped), ("val", val_dropped)):
-            check_dropped_fraction(split, self.rows.dropped[split], self.rows.read.get(split, 0), encoded,
+            check_dropped_fraction(split, self.rows.dropped[split], self.rows.converted.get(split, 0), encoded,
                                    len(getattr(self.rows, split)), self.max_dropped_fraction)
         if not self.train_examples:
             raise ValueError(f"no training example left after dropping: {dict(self.dropped['train'])}")
@@ -180,21 +180,21 @@ class ViewDataModule(L.LightningDataModule):
         )
 
 
-def check_dropped_fraction(split: str, before: Counter, read: int, encoding: Counter, encoded: int,
+def check_dropped_fraction(split: str, before: Counter, rows: int, encoding: Counter, encoded: int,
                            limit: float) -> None:
     """Stop when a split lost more than `data.max_dropped_fraction` of its rows, naming the counts.
 
-    `before`: dropped of the `read` rows (duplicates); `encoding`: dropped of the `encoded` rows
+    `before`: dropped of the split's `rows` (duplicates); `encoding`: dropped of the `encoded` rows
     (truncation). The fraction lost is 1 - (kept before) x (kept encoding), which stays right when
     `data.limit_train` samples the rows in between.
     """
-    lost_before = sum(before.values()) / read if read else 0.0
+    lost_before = sum(before.values()) / rows if rows else 0.0
     lost_encoding = sum(encoding.values()) / encoded if encoded else 0.0
     fraction = 1.0 - (1.0 - lost_before) * (1.0 - lost_encoding)
     if fraction > limit:
         reasons = "; ".join(f"{n} {reason}" for reason, n in (before + encoding).most_common())
         raise ValueError(f"data: {fraction:.1%} of the {split} rows dropped, more than data.max_dropped_fraction="
-                         f"{limit} ({reasons}; {read} rows read). Fix the data, or raise data.max_dropped_fraction "
+                         f"{limit} ({reasons}; of {rows} rows). Fix the data, or raise data.max_dropped_fraction "
                          "to train on what is left")
 
 

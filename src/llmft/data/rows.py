@@ -99,6 +99,8 @@ class Rows:
     dropped: dict[str, Counter] = field(default_factory=lambda: {"train": Counter(), "val": Counter()})
     skipped: Counter = field(default_factory=Counter)
     read: dict[str, int] = field(default_factory=dict)  # rows read per split, before anything is left out
+    converted: dict[str, int] = field(default_factory=dict)  # rows of the view per split, before dedup (what
+    # `data.max_dropped_fraction` is a fraction of: preference -> unpaired makes two rows of one)
     sources: list[dict] = field(default_factory=list)  # {origin, fingerprint, split, rows read, weight}
     mixture: dict | None = None  # per source: weight, rows available, rows drawn, repeats
 
@@ -126,7 +128,8 @@ def bundled_rows(view: str) -> Rows:
     train, val = (tasks.load_bundled(bundled, s) for s in ("train", "val"))
     card = [{"origin": f"bundled:{path.name}", "fingerprint": file_sha256(path), "split": split, "read": len(r)}
             for path, split, r in zip(files, ("train", "val"), (train, val))]
-    return Rows(train=train, val=val, files=files, read={"train": len(train), "val": len(val)}, sources=card)
+    counts = {"train": len(train), "val": len(val)}
+    return Rows(train=train, val=val, files=files, read=counts, converted=dict(counts), sources=card)
 
 
 def source_rows(source: sources.SourceSpec, spec: DataSpec, view: str, seed: int) -> Rows:
@@ -134,6 +137,9 @@ def source_rows(source: sources.SourceSpec, spec: DataSpec, view: str, seed: int
     loaded = sources.load_source(source)
     raw, card = loaded.rows, [source_card(loaded, source.split, source.weight)]
     files = list(loaded.files)
+    if spec.val_split and Path(source.path).is_file():
+        raise ValueError(f"data.val_split={spec.val_split}: {source.path} is one file, without splits; give "
+                         "data.val_path=<file>, or leave both null and data.val_fraction holds rows out")
     if spec.val_path or spec.val_split:
         val_source = (dataclasses.replace(source, path=spec.val_path, name=None, split="train")
                       if spec.val_path else dataclasses.replace(source, split=spec.val_split))
@@ -142,7 +148,7 @@ def source_rows(source: sources.SourceSpec, spec: DataSpec, view: str, seed: int
         held = sources.load_source(val_source)
         raw_val = held.rows
         files += held.files
-        card.append(source_card(held, val_source.split, None))
+        card.append(source_card(held, val_source.split if spec.val_split else "val", None))
     else:
         shuffled = random.Random(seed).sample(raw, len(raw))
         n_val = int(round(len(raw) * spec.val_fraction)) if len(raw) > 1 else 0
@@ -151,8 +157,24 @@ def source_rows(source: sources.SourceSpec, spec: DataSpec, view: str, seed: int
         raw_val, raw = shuffled[:n_val], shuffled[n_val:]
     train, skipped = formats.convert(raw, source.format, view, loaded.origin)
     val, val_skipped = formats.convert(raw_val, source.format, view, card[-1]["origin"])
-    return Rows(train=train, val=val, files=files, skipped=skipped + val_skipped,
-                read={"train": len(raw), "val": len(raw_val)}, sources=card)
+    rows = Rows(train=train, val=val, files=files, skipped=skipped + val_skipped,
+                read={"train": len(raw), "val": len(raw_val)}, converted={"train": len(train), "val": len(val)},
+                sources=card)
+    if not (spec.val_path or spec.val_split):
+        rows.val, copies = without_training_copies(rows.train, rows.val)
+        rows.dropped["val"] += copies
+    return rows
+
+
+def without_training_copies(train: list[dict], val: list[dict]) -> tuple[list[dict], Counter]:
+    """Validation rows that llmft's own split took from a source holding the same row twice, whose copy
+    went to training: removed and counted (the contamination check would otherwise fail the run for a
+    split it made itself). Rows of a validation file or split are never removed: there the check decides."""
+    seen = {quality.content_text(row) for row in train}
+    kept = [row for row in val if quality.content_text(row) not in seen]
+    removed = len(val) - len(kept)
+    return kept, Counter({"copy of a training row (the source holds it twice; split by data.val_fraction)": removed}
+                         if removed else {})
 
 
 def mixture_rows(spec: DataSpec, view: str, seed: int) -> Rows:
@@ -173,6 +195,8 @@ def mixture_rows(spec: DataSpec, view: str, seed: int) -> Rows:
         rows.sources += part.sources
         for split, n in part.read.items():
             rows.read[split] = rows.read.get(split, 0) + n
+        for split, n in part.converted.items():
+            rows.converted[split] = rows.converted.get(split, 0) + n
     return rows
 
 

@@ -17,7 +17,8 @@ file, else the record number in the split).
 
 The shuffle and the limit are drawn on record numbers before rows are materialised (adapters map
 one row to one row, so this equals shuffling the adapted rows), so `limit_rows=1000` of a large Hub
-split reads 1000 rows.
+split converts and validates 1000 rows (`datasets` still downloads and prepares the whole config once,
+into its cache).
 """
 from __future__ import annotations
 
