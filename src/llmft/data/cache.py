@@ -77,6 +77,7 @@ class TokenCache:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         self.stats = CacheStats()
+        self._open: dict[Path, dict[str, dict | str]] = {}  # shelves read by this run (train, then val: one read)
 
     def shelf_path(self, renderer: ChatRenderer, view: str, source: str) -> Path:
         """The shelf of one source's rows (a file, a Hub split; `_source` of the rows) in one encoding
@@ -95,7 +96,9 @@ class TokenCache:
         entries: list[dict | str] = [""] * len(rows)
         for source, indices in by_source.items():
             path = self.shelf_path(renderer, view, source)
-            shelf = load_shelf(path)
+            if path not in self._open:
+                self._open[path] = load_shelf(path)
+            shelf = self._open[path]
             added = 0
             for i in indices:
                 key = row_hash(rows[i])

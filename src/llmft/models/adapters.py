@@ -76,6 +76,7 @@ def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = 
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if spec.quantize is not None:
+        keep_4bit_weights_differentiable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     if not frozen_adapters:
@@ -84,6 +85,19 @@ def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = 
     stacked.add_adapter(TRAINED_ADAPTER, lora_config(spec))
     activate(stacked, trainable=TRAINED_ADAPTER)
     return stacked
+
+
+def keep_4bit_weights_differentiable(model: torch.nn.Module) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight in place, for good, the
+    first time its layer runs in eval mode without grad (sampling, the reference forward, validation);
+    its matmul then goes through an inference-only kernel that passes no gradient back to the layer's
+    input, so training after that would see every 4-bit layer as a dead end (LoRA adapters below it
+    stop learning). A model that trains must keep the differentiable layout."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(spec: LoraSpec):
