@@ -35,6 +35,20 @@ def test_reference_is_the_untrained_model(peft):
     assert not torch.allclose(logits(handle.model), base)  # the adapter is back on after the context
 
 
+def test_qlora_still_backpropagates_through_the_4bit_base_after_an_inference_forward():
+    """Sampling and the reference forward run the 4-bit layers in eval mode without grad; on CPUs with
+    AVX512-BF16, bitsandbytes would then switch them for good to a kernel that passes no gradient on."""
+    handle = models.build(SPEC, models.LoraSpec(quantize="nf4", name="qlora"), FP32)
+    handle.model.eval()
+    logits(handle.model)
+    handle.model.train()
+    handle.model(input_ids=INPUT, labels=INPUT).loss.backward()
+    # Every lora_B starts at zero, so the first layer's q_proj gets a gradient only through the
+    # 4-bit o_proj, down_proj, ... above it.
+    grad = dict(handle.model.named_parameters())["base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"].grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
 def test_full_handle_without_reference_copy_says_how_to_get_one():
     handle = models.build(SPEC, models.FullSpec(), FP32)
     with pytest.raises(RuntimeError, match="with_reference=True"):

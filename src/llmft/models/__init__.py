@@ -10,7 +10,8 @@ from llmft.models import provenance
 from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer, local_folder
 from llmft.models.handle import ModelHandle
 from llmft.models.heads import build_head, load_head
-from llmft.models.adapters import FullSpec, LoraSpec, PeftSpec, load_adapter, quantization_config, wrap
+from llmft.models.adapters import (FullSpec, LoraSpec, PeftSpec, keep_4bit_weights_differentiable, load_adapter,
+                                   quantization_config, wrap)
 
 __all__ = ["ModelSpec", "PrecisionSpec", "FullSpec", "LoraSpec", "ModelHandle", "build", "load_finished"]
 
@@ -54,6 +55,7 @@ def load_lineage(model: ModelSpec, tokenizer, precision: PrecisionSpec, peft: Pe
     adapters = lineage[start + 1:]
     base = load_model(spec, tokenizer, precision.dtype, quantization_config(peft))
     if peft.quantize is not None:
+        keep_4bit_weights_differentiable(base)
         return base, adapters
     for adapter in adapters:
         base = load_adapter(base, str(adapter)).merge_and_unload()

@@ -76,7 +76,6 @@ def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = 
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if spec.quantize is not None:
-        keep_4bit_weights_differentiable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     if not frozen_adapters:
@@ -92,7 +91,8 @@ def keep_4bit_weights_differentiable(model: torch.nn.Module) -> None:
     first time its layer runs in eval mode without grad (sampling, the reference forward, validation);
     its matmul then goes through an inference-only kernel that passes no gradient back to the layer's
     input, so training after that would see every 4-bit layer as a dead end (LoRA adapters below it
-    stop learning). A model that trains must keep the differentiable layout."""
+    stop learning). Every 4-bit base keeps the differentiable layout, so that a loaded run also
+    computes as its training reference did."""
     import bitsandbytes as bnb
 
     for module in model.modules():
