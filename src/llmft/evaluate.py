@@ -247,7 +247,8 @@ def run(cfg: DictConfig) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = autocast_dtype(precision.trainer)
     tokenizer, contexts, tuned = models_to_score(model_spec, peft_spec, precision, saved, device, ancestors, head)
-    renderer = ChatRenderer(tokenizer, data_spec.max_length, chat_template=eval_template(cfg, data_spec, evaluated))
+    option = "chat_template" if cfg.get("chat_template") is not None else "data.chat_template"
+    renderer = ChatRenderer(tokenizer, data_spec.max_length, eval_template(cfg, data_spec, evaluated), option)
     template = (check_template_lock(run_template_hash(evaluated), renderer.template_hash, cfg.run_dir,
                                     cfg.get("force_template", False))
                 if cfg.run_dir else {"sha256": renderer.template_hash})

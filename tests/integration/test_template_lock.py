@@ -74,3 +74,8 @@ def _tokenizer_hash() -> str:
     from llmft.models.factory import ModelSpec, load_tokenizer
 
     return ChatRenderer(load_tokenizer(ModelSpec("llmft:smollm2-135m-instruct")), 512).template_hash
+
+
+def test_a_missing_template_file_names_eval_pys_option(chatml_run, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^chat_template=.*nope.jinja: neither a bundled template"):
+        evaluate_run(chatml_run, tmp_path, f"chat_template={tmp_path / 'nope.jinja'}")

@@ -47,6 +47,15 @@ def test_val_split_on_a_file_is_an_error(tmp_path):
         load_rows(DataSpec(source="file", path=data, val_split="test"), "chat", seed=0)
 
 
+def test_an_unknown_val_split_names_data_val_split():
+    from tests.unit.test_sources import HUB
+
+    spec = DataSpec(source="hub", path=str(HUB / "ultrafeedback"), format="preference", layout="ultrafeedback",
+                    split="train_prefs", val_split="validation")
+    with pytest.raises(ValueError, match=r"data.val_split=validation: .*Unknown split"):
+        load_rows(spec, "chat", seed=0)
+
+
 def test_preference_rows_as_unpaired_count_duplicates_of_the_converted_rows(tmp_path):
     pair = {"prompt": "Which is larger, {i} or {j}?", "chosen": "{j}", "rejected": "{i}"}
     pairs = [{k: v.format(i=i, j=i + 1) for k, v in pair.items()} for i in range(100)]

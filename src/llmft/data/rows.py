@@ -145,7 +145,7 @@ def source_rows(source: sources.SourceSpec, spec: DataSpec, view: str, seed: int
                       if spec.val_path else dataclasses.replace(source, split=spec.val_split))
         val_source = dataclasses.replace(val_source, limit_rows=spec.limit_val, shuffle_seed=spec.shuffle_seed or seed
                                          if spec.limit_val else None)
-        held = sources.load_source(val_source)
+        held = sources.load_source(val_source, "data.val_split" if spec.val_split else "data.split")
         raw_val = held.rows
         files += held.files
         card.append(source_card(held, val_source.split if spec.val_split else "val", None))

@@ -114,8 +114,9 @@ class SourceRows:
     read: int  # rows read (after limit_rows)
 
 
-def load_source(spec: SourceSpec) -> SourceRows:
-    """The rows of one source: read, columns renamed, layout adapted, shuffled and limited (see the module)."""
+def load_source(spec: SourceSpec, split_option: str = "data.split") -> SourceRows:
+    """The rows of one source: read, columns renamed, layout adapted, shuffled and limited (see the module).
+    `split_option` names the setting that chose `spec.split` in errors (data.split, or data.val_split)."""
     path = Path(spec.path).expanduser()
     origin = spec.origin
     if path.is_file():
@@ -123,7 +124,7 @@ def load_source(spec: SourceSpec) -> SourceRows:
         columns = sorted({k for row in table for k in row if not k.startswith("_")})
         fingerprint, files = _sha256(path), [path]
     else:
-        dataset, files = _load_dataset(spec, path)
+        dataset, files = _load_dataset(spec, path, split_option)
         table, columns = dataset, list(dataset.column_names)
         fingerprint = dataset._fingerprint + (f"@{spec.revision}" if spec.revision else "")
     if spec.columns:
@@ -154,10 +155,10 @@ def is_hub_name(path: str) -> bool:
     return bool(HUB_NAME.match(path)) and not path.lower().endswith(FILE_SUFFIXES)
 
 
-def _load_dataset(spec: SourceSpec, path: Path):
+def _load_dataset(spec: SourceSpec, path: Path, split_option: str):
     """(the split as a `datasets.Dataset`, the local data files it was read from)."""
     if path.is_dir():
-        return _build(str(path), spec, revision=None)
+        return _build(str(path), spec, None, split_option)
     if not is_hub_name(spec.path):
         raise FileNotFoundError(f"data.path={spec.path}: no such file or folder (and not a Hub dataset name "
                                 "such as owner/name)")
@@ -168,10 +169,10 @@ def _load_dataset(spec: SourceSpec, path: Path):
         failure = network.unreachable(datasets.config.HF_ENDPOINT, PROBE_TIMEOUT)
         offline = failure  # "huggingface.co:443 is unreachable (...)", or None
     if offline is None:
-        return _build(spec.path, spec, spec.revision)
+        return _build(spec.path, spec, spec.revision, split_option)
     try:
         with hub_offline():
-            return _build(spec.path, spec, spec.revision)
+            return _build(spec.path, spec, spec.revision, split_option)
     except (OSError, ConnectionError) as err:
         hint = ("unset HF_HUB_OFFLINE with network access to download it" if "HF_HUB_OFFLINE" in offline
                 else "run once with network access to download it")
@@ -196,7 +197,7 @@ def hub_offline() -> Iterator[None]:
         datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
 
 
-def _build(path: str, spec: SourceSpec, revision: str | None):
+def _build(path: str, spec: SourceSpec, revision: str | None, split_option: str):
     """The steps of `datasets.load_dataset`, keeping the builder for its data files."""
     import datasets
 
@@ -206,7 +207,7 @@ def _build(path: str, spec: SourceSpec, revision: str | None):
         builder.download_and_prepare()
         dataset = builder.as_dataset(split=spec.split)
     except ValueError as err:  # an unknown config or split: say which option to change
-        raise ValueError(f"{where} data.split={spec.split}: {err}") from err
+        raise ValueError(f"{where} {split_option}={spec.split}: {err}") from err
     data_files = (builder.config.data_files or {}).get(spec.split, []) if builder.config.data_files else []
     files = [Path(f) for f in data_files if Path(str(f)).is_file()]
     return dataset, files

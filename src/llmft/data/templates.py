@@ -150,12 +150,13 @@ class ChatRenderer:
     """Renders chats with one chat template (the tokenizer's, or `chat_template`: a bundled name or a
     .jinja file); the template is locked by its hash."""
 
-    def __init__(self, tokenizer, max_length: int, chat_template: str | None = None):
+    def __init__(self, tokenizer, max_length: int, chat_template: str | None = None,
+                 option: str = "data.chat_template"):
         if max_length <= 1:
             raise ValueError(f"data.max_length={max_length}: must be at least 2 tokens")
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.template = resolve_template(chat_template, tokenizer)
+        self.template = resolve_template(chat_template, tokenizer, option)  # option: the setting named in errors
         self.supports_tools = self._supports_tools()
 
     def _supports_tools(self) -> bool:
