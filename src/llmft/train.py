@@ -32,6 +32,7 @@ from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format
                             log_reports, score_margin, suite_rows, write_results)
 from llmft.loggers import public_card, public_config, record_run
 from llmft.runs import finished_run, lineage
+from llmft.throughput import Throughput
 from llmft.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ def run(cfg: DictConfig) -> dict:
                     weights_only=False)
     fit_seconds = time.perf_counter() - fit_started
     checkpointer = next((c for c in callbacks if isinstance(c, ResumeCheckpoints)), None)
+    clock = next((c for c in callbacks if isinstance(c, Throughput)), None)
     if checkpointer is not None and checkpointer.preempted:
         checkpointer.hand_over()  # submitit requeues the job; the requeued one resumes this folder
     saved = handle.save(out / "checkpoints")
@@ -310,6 +312,7 @@ def run(cfg: DictConfig) -> dict:
         "optimizer_steps": trainer.global_step,
         "startup_seconds": round(fit_started - started, 1),  # config to the first step: loading, data, base evaluation
         "fit_seconds": round(fit_seconds, 1),
+        "throughput": clock.summary() if clock else None,
         "total_seconds": round(time.perf_counter() - started, 1),
         "peak_memory": run_card.peak_memory(),
         "packages": run_card.package_versions(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import logging
+
 import torch
 
 from llmft.models import provenance
@@ -11,7 +13,9 @@ from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_toke
 from llmft.models.handle import ModelHandle
 from llmft.models.heads import build_head, load_head
 from llmft.models.adapters import (FullSpec, LoraSpec, PeftSpec, keep_4bit_weights_differentiable, load_adapter,
-                                   quantization_config, wrap)
+                                   quantization_config, store_frozen_linears, wrap)
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ModelSpec", "PrecisionSpec", "FullSpec", "LoraSpec", "ModelHandle", "build", "load_finished"]
 
@@ -36,6 +40,7 @@ def build(model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec, with_refer
     tokenizer = load_tokenizer(model)
     base, frozen = load_lineage(model, tokenizer, precision, peft, lineage)
     wrapped = wrap(base, peft, gradient_checkpointing=model.gradient_checkpointing, frozen_adapters=frozen)
+    frozen_linears(wrapped, peft, precision)
     return ModelHandle(wrapped, tokenizer, describe_base(model), with_reference=with_reference,
                        head=build_head(head, base.config.hidden_size), head_kind=head)
 
@@ -60,6 +65,13 @@ def load_lineage(model: ModelSpec, tokenizer, precision: PrecisionSpec, peft: Pe
     for adapter in adapters:
         base = load_adapter(base, str(adapter)).merge_and_unload()
     return base, []
+
+
+def frozen_linears(model: torch.nn.Module, peft: PeftSpec, precision: PrecisionSpec) -> None:
+    """A LoRA base's frozen Linear weights in the autocast dtype (`PrecisionSpec.frozen_linear_dtype`)."""
+    dtype = precision.frozen_linear_dtype
+    if dtype is not None and peft.quantize is None and not isinstance(peft, FullSpec):
+        log.info("%d frozen Linear weights stored in %s (autocast's dtype)", store_frozen_linears(model, dtype), dtype)
 
 
 def describe_base(model: ModelSpec) -> provenance.BaseModel:
@@ -87,4 +99,6 @@ def _load_finished(saved: Path, model: ModelSpec, peft: PeftSpec, precision: Pre
         return ModelHandle(load_model(spec, tokenizer, precision.dtype), tokenizer, base_info)
     tokenizer = load_tokenizer(model)
     base, frozen = load_lineage(model, tokenizer, precision, peft, lineage)
-    return ModelHandle(load_adapter(base, str(saved), frozen), tokenizer, base_info)
+    adapted = load_adapter(base, str(saved), frozen)
+    frozen_linears(adapted, peft, precision)
+    return ModelHandle(adapted, tokenizer, base_info)

@@ -86,6 +86,22 @@ def wrap(model: PreTrainedModel, spec: PeftSpec, gradient_checkpointing: bool = 
     return stacked
 
 
+def store_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Store every frozen base Linear under a LoRA layer in `dtype` (`PrecisionSpec.frozen_linear_dtype`);
+    a weight shared with another module (tied embeddings) keeps its dtype. Returns how many were cast."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    shared = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    cast = 0
+    for module in model.modules():
+        base = getattr(module, "base_layer", None) if isinstance(module, BaseTunerLayer) else None
+        if (isinstance(base, torch.nn.Linear) and not base.weight.requires_grad and id(base.weight) not in shared
+                and base.weight.dtype != dtype):
+            base.to(dtype)
+            cast += 1
+    return cast
+
+
 def keep_4bit_weights_differentiable(model: torch.nn.Module) -> None:
     """On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight in place, for good, the
     first time its layer runs in eval mode without grad (sampling, the reference forward, validation);

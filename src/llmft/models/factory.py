@@ -36,12 +36,28 @@ class PrecisionSpec:
 
     trainer: str = "auto"
     weights_dtype: str = "float32"
+    frozen_linears: str = "auto"  # auto | float32: see `frozen_linear_dtype`
 
     def __post_init__(self) -> None:
         if self.trainer == "auto":
             self.trainer = "bf16-mixed" if bf16_is_fast() else "32-true"
         if self.weights_dtype not in DTYPES:
             raise ValueError(f"precision.weights_dtype={self.weights_dtype!r}: choose one of {sorted(DTYPES)}")
+        if self.frozen_linears not in ("auto", "float32"):
+            raise ValueError(f"precision.frozen_linears={self.frozen_linears!r}: choose auto or float32")
+
+    @property
+    def frozen_linear_dtype(self) -> torch.dtype | None:
+        """The dtype a LoRA base's frozen Linear weights are stored in, or None to keep `dtype`.
+
+        Under mixed precision autocast casts every Linear weight to its dtype on every forward; a frozen
+        weight never changes, so it is stored cast once (`frozen_linears: auto`): the same values reach
+        the matmuls (training computes bit for bit as before), without the per-forward copy and with
+        half the memory. Embeddings, norms and the trained weights stay in `dtype`."""
+        mixed = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.trainer)
+        if self.frozen_linears == "float32" or mixed is None or self.dtype != torch.float32:
+            return None
+        return mixed
 
     @property
     def dtype(self) -> torch.dtype:

@@ -46,10 +46,24 @@ def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict
     mask built from the position ids; flash-attention: the varlen kernel). It does so *only* without a
     2-D attention mask and without a cache: with the default `use_cache=True` the model makes a cache
     first, the detection is skipped, and every token attends to the documents before it in its row.
+
+    Unpacked and right-padded (as `data.collate` pads), under sdpa or eager attention: causal attention
+    alone already keeps every real token from the padding after it, so no mask is passed and sdpa takes
+    its unmasked kernel (on a CPU its masked backward was a quarter of an SFT LoRA step). Only padding
+    positions compute differently, and no loss reads them. flash-attention keeps the mask: with it,
+    transformers drops the padding before the kernel.
     """
     if is_packed(batch):
         return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    mask = batch["attention_mask"]
+    if not uses_flash_attention(model) and is_right_padded(mask):
+        return {"input_ids": batch["input_ids"], "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": mask, "use_cache": False}
+
+
+def is_right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is real tokens then padding (no padding before a real token)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
 
 
 def packed_for(model: torch.nn.Module, batch: dict) -> dict:

@@ -1,0 +1,79 @@
+"""Fast paths compute what the plain paths compute (tiny Llama, real SmolLM2 tokenizer ids):
+frozen Linear weights stored in the autocast dtype, and right-padded batches without an attention mask."""
+from __future__ import annotations
+
+import torch
+
+from llmft import models
+from llmft.losses import sft_loss_sum
+from llmft.models.forward import is_right_padded, model_inputs, supervised_logits
+
+SPEC = models.ModelSpec("llmft:tiny")
+
+
+def right_padded_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    lengths = [12, 7, 9]
+    input_ids = torch.randint(10, 4000, (3, 12), generator=generator)
+    mask = torch.tensor([[1] * n + [0] * (12 - n) for n in lengths])
+    labels = torch.where(mask.bool(), input_ids, torch.full_like(input_ids, -100))
+    labels[:, :4] = -100  # a prompt
+    return {"input_ids": input_ids.masked_fill(~mask.bool(), 0), "attention_mask": mask, "labels": labels}
+
+
+def loss_and_grads(handle: models.ModelHandle, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nll, n = sft_loss_sum(*supervised_logits(handle.model, batch))
+    (nll / n).backward()
+    grads = {name: p.grad.clone() for name, p in handle.trainable_parameters().items()}
+    return (nll / n).detach(), grads
+
+
+def test_frozen_linears_in_the_autocast_dtype_compute_bit_for_bit_as_autocast_casting_them():
+    batch = right_padded_batch()
+    torch.manual_seed(0)
+    plain = models.build(SPEC, models.LoraSpec(), models.PrecisionSpec("bf16-mixed", frozen_linears="float32"))
+    torch.manual_seed(0)
+    fast = models.build(SPEC, models.LoraSpec(), models.PrecisionSpec("bf16-mixed"))
+    dtypes = {name: p.dtype for name, p in fast.model.named_parameters()}
+    assert dtypes["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
+    assert all(dtype == torch.float32 for name, dtype in dtypes.items() if "lora_" in name or "norm" in name
+               or "embed_tokens" in name)
+    for handle in (plain, fast):  # the same adapter weights, B nonzero so the adapters matter
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in handle.trainable_parameters().values():
+                p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+    plain_loss, plain_grads = loss_and_grads(plain, batch)
+    fast_loss, fast_grads = loss_and_grads(fast, batch)
+    assert torch.equal(plain_loss, fast_loss)
+    assert plain_grads.keys() == fast_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], rtol=0, atol=0, msg=name)
+
+
+def test_full_fine_tuning_and_fp32_keep_every_weight_as_loaded():
+    for peft, precision in [(models.FullSpec(), models.PrecisionSpec("bf16-mixed")),
+                            (models.LoraSpec(), models.PrecisionSpec("32-true"))]:
+        handle = models.build(SPEC, peft, precision)
+        assert {p.dtype for p in handle.model.parameters()} == {torch.float32}
+
+
+def test_a_right_padded_batch_runs_without_a_mask_and_gives_the_masked_logits():
+    handle = models.build(SPEC, models.LoraSpec(), models.PrecisionSpec("32-true"))
+    batch = right_padded_batch()
+    assert is_right_padded(batch["attention_mask"])
+    assert "attention_mask" not in model_inputs(handle.model, batch)
+    with torch.no_grad():
+        masked = handle.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        unmasked = handle.model(**model_inputs(handle.model, batch)).logits
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(unmasked[real], masked[real], rtol=1e-5, atol=1e-5)
+
+
+def test_a_left_padded_batch_keeps_its_mask():
+    handle = models.build(SPEC, models.LoraSpec(), models.PrecisionSpec("32-true"))
+    batch = right_padded_batch()
+    batch["attention_mask"] = batch["attention_mask"].flip(-1)
+    assert not is_right_padded(batch["attention_mask"])
+    assert "attention_mask" in model_inputs(handle.model, batch)
