@@ -127,7 +127,7 @@ def main() -> None:
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"--workloads: unknown {unknown}; choose from {', '.join(WORKLOADS)}")
-    settings = args.trl_settings.split(",")
+    settings = [s for s in args.trl_settings.split(",") if s]  # "" = llmft alone
     print(f"machine: {cpu_flags()}; torch {_version('torch')}, transformers {_version('transformers')}, "
           f"peft {_version('peft')}, trl {_version('trl')}", flush=True)
     results: list[dict] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import lightning as L
 
 from llmft.data.packing import forward_slots
+from llmft.models.forward import runs_padding_free
 
 
 @dataclass
@@ -52,9 +53,10 @@ class Throughput(L.Callback):
         micros = batch if isinstance(batch, list) else [batch]
         tokens = slots = examples = 0
         counts_tokens = not getattr(pl_module, "generates", False)  # an online method's batch is prompts only
+        padding_free = hasattr(pl_module, "model") and runs_padding_free(pl_module.model)
         for micro in micros:
             if counts_tokens and isinstance(micro, dict) and any(key.endswith("attention_mask") for key in micro):
-                real, total = forward_slots(micro)
+                real, total = forward_slots(micro, padding_free)
                 tokens, slots = tokens + real, slots + total
             if isinstance(micro, dict):
                 examples += _examples(micro)

@@ -31,6 +31,7 @@ from llmft.data.templates import ChatRenderer
 from llmft.evaluate import (Evaluator, PairwiseEvaluator, autocast_dtype, format_table, implicit_reward_accuracy,
                             log_reports, score_margin, suite_rows, write_results)
 from llmft.loggers import public_card, public_config, record_run
+from llmft.models.forward import runs_padding_free
 from llmft.runs import finished_run, lineage
 from llmft.throughput import Throughput
 from llmft.utils import write_json_atomic
@@ -224,7 +225,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     data_summary = data_card(data_spec, rows, {"train": len(datamodule.train_examples), "val": len(datamodule.val_examples)},
                              datamodule.dropped, renderer.template_hash, cache.stats if cache else None, contamination,
-                             datamodule.padding_fractions())
+                             datamodule.padding_fractions(runs_padding_free(handle.model)))
     # the input is valid: the run folder gets its first files
     if resume_point is None:
         resume.save_run_config(cfg, out)

@@ -154,20 +154,21 @@ class ViewDataModule(L.LightningDataModule):
             return PackedWindowCollator(self.batch_size, self.pad_token_id, self.renderer.max_length, self.view)
         return WindowCollator(self.batch_size, self.pad_token_id, mismatched_pairs=self.view == "unpaired")
 
-    def padding_fractions(self) -> dict[str, float | None]:
+    def padding_fractions(self, padding_free: bool = False) -> dict[str, float | None]:
         """Padding of the training micro-batches over epoch 0's first `PADDING_WINDOWS` windows (all of
         them for most runs), unpacked and packed (None for a view that is not packed): slots the forward
         computes that hold no real token / all its slots (`llmft.data.packing.padding_fraction`).
+        `padding_free`: the model runs packed rows as their real tokens only (0 padding packed).
         `training` names the layout this run trains with."""
         windows = self.windows().windows(0)[:PADDING_WINDOWS]
         return {"unpacked": self._padding(windows, packed=False),
-                "packed": self._padding(windows, packed=True) if self.view in DOCUMENTS else None,
+                "packed": self._padding(windows, True, padding_free) if self.view in DOCUMENTS else None,
                 "training": "packed" if self.packing else "unpacked"}
 
-    def _padding(self, windows: list[list[int]], packed: bool) -> float:
+    def _padding(self, windows: list[list[int]], packed: bool, padding_free: bool = False) -> float:
         collate = self.window_collator(packed)
         micro_batches = (micro for window in windows for micro in collate([self.train_examples[i] for i in window]))
-        return round(padding_fraction(micro_batches), 4)
+        return round(padding_fraction(micro_batches, padding_free), 4)
 
     def val_dataloader(self) -> DataLoader:
         min_size = 2 if self.view == "unpaired" else 1

@@ -191,22 +191,25 @@ class PackedWindowCollator:
         return [pack_rows(rows[i : i + size], self.view, self.pad_token_id) for i in range(0, len(rows), size)]
 
 
-def forward_slots(micro: dict) -> tuple[int, int]:
+def forward_slots(micro: dict, padding_free: bool = False) -> tuple[int, int]:
     """(real tokens, token slots) of the tensors the forward pass computes over for one micro-batch.
     An unpacked pair micro-batch runs as one [2B, max(chosen, rejected width)] batch (`concat_pair`);
+    a packed one under a padding-free model (`models.forward.runs_padding_free`) as its real tokens only;
     every other layout runs each `*attention_mask`-sized tensor as it is."""
     masks = {key: value for key, value in micro.items() if key.endswith("attention_mask")}
     real = sum(int(mask.sum()) for mask in masks.values())
+    if padding_free and "position_ids" in micro:
+        return real, real
     if "chosen_attention_mask" in masks and "position_ids" not in micro:
         chosen, rejected = masks["chosen_attention_mask"], masks["rejected_attention_mask"]
         return real, 2 * chosen.shape[0] * max(chosen.shape[1], rejected.shape[1])
     return real, sum(mask.numel() for mask in masks.values())
 
 
-def padding_fraction(micro_batches: Iterable[dict]) -> float:
+def padding_fraction(micro_batches: Iterable[dict], padding_free: bool = False) -> float:
     """Slots of the padded micro-batches that hold no real token, as a fraction of all slots."""
     real = slots = 0
     for micro in micro_batches:
-        r, s = forward_slots(micro)
+        r, s = forward_slots(micro, padding_free)
         real, slots = real + r, slots + s
     return 1.0 - real / slots if slots else 0.0

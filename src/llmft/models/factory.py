@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from llmft.models import embedded
+from llmft.models import attention, embedded
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class ModelSpec:
     name_or_path: str
     revision: str | None = None
     trust_remote_code: bool = False
-    attn_implementation: str | None = None  # None = transformers' default (sdpa); "flash_attention_2" on GPUs
+    attn_implementation: str | None = None  # None = transformers' default; sdpa becomes llmft_sdpa (models.attention)
     gradient_checkpointing: bool = False
 
 
@@ -168,6 +168,8 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as err:
         raise OSError(f"model.name_or_path={spec.name_or_path!r}: cannot load the model: {err}") from err
+    if model.config._attn_implementation == "sdpa" and not spec.attn_implementation:
+        model.set_attn_implementation(attention.NAME)  # sdpa, and per-document attention for packed rows
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

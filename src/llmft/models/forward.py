@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from llmft.losses import IGNORE_INDEX, token_logps
+from llmft.models.attention import NAME as ATTENTION
 
 
 @contextlib.contextmanager
@@ -38,6 +39,20 @@ def uses_flash_attention(model: torch.nn.Module) -> bool:
     return "flash" in str(getattr(model.config, "_attn_implementation", "") or "")
 
 
+def runs_padding_free(model: torch.nn.Module) -> bool:
+    """Packed micro-batches run as one row of real tokens: flash-attn's varlen kernel, or `llmft_sdpa`
+    (`models.attention`: sdpa within each document)."""
+    return uses_flash_attention(model) or getattr(model.config, "_attn_implementation", None) == ATTENTION
+
+
+def document_bounds(position_ids: torch.Tensor) -> dict[str, torch.Tensor | int]:
+    """flash-attn's varlen arguments for one packed row: where each document starts (`position_ids` 0)."""
+    starts = torch.nonzero(position_ids[0] == 0).flatten()
+    cu = torch.cat([starts, starts.new_tensor([position_ids.shape[1]])]).to(torch.int32)
+    longest = int(cu.diff().max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
+
 def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict:
     """What the model is given for a batch (unpacked or packed); see `packed_for` for the packed layout.
 
@@ -54,7 +69,10 @@ def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict
     transformers drops the padding before the kernel.
     """
     if is_packed(batch):
-        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+        inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+        if runs_padding_free(model) and batch["input_ids"].shape[0] == 1:
+            inputs |= document_bounds(batch["position_ids"])
+        return inputs
     mask = batch["attention_mask"]
     if not uses_flash_attention(model) and is_right_padded(mask):
         return {"input_ids": batch["input_ids"], "use_cache": False}
@@ -67,10 +85,10 @@ def is_right_padded(attention_mask: torch.Tensor) -> bool:
 
 
 def packed_for(model: torch.nn.Module, batch: dict) -> dict:
-    """A packed micro-batch as the model's attention needs it. sdpa/eager: as collated, [rows, width].
-    flash-attention: transformers takes the varlen path from position ids only for a single row, so the
-    real tokens of every row go into one row [1, tokens] (padding-free, as TRL's `padding_free`)."""
-    if not (is_packed(batch) and uses_flash_attention(model)):
+    """A packed micro-batch as the model's attention needs it. eager (or plain sdpa): as collated,
+    [rows, width]. flash-attention and `llmft_sdpa` (`runs_padding_free`): the real tokens of every row
+    in one row [1, tokens], the documents' bounds passed along (padding-free, as TRL's `padding_free`)."""
+    if not (is_packed(batch) and runs_padding_free(model)):
         return batch
     real = batch["attention_mask"].bool()
     return {**batch, **{key: batch[key][real].unsqueeze(0) for key in PACKED_TOKEN_FIELDS},
