@@ -77,3 +77,35 @@ def test_a_left_padded_batch_keeps_its_mask():
     batch["attention_mask"] = batch["attention_mask"].flip(-1)
     assert not is_right_padded(batch["attention_mask"])
     assert "attention_mask" in model_inputs(handle.model, batch)
+
+
+def test_llmft_sdpa_packed_row_equals_each_document_alone():
+    from llmft.models.attention import NAME
+    from llmft.models.forward import document_bounds
+
+    handle = models.build(SPEC, models.LoraSpec(), models.PrecisionSpec("32-true"))
+    assert handle.model.config._attn_implementation == NAME
+    ids = torch.randint(10, 4000, (1, 20), generator=torch.Generator().manual_seed(0))
+    positions = torch.cat([torch.arange(8), torch.arange(12)])[None]
+    with torch.no_grad():
+        packed = handle.model(input_ids=ids, position_ids=positions, use_cache=False,
+                              **document_bounds(positions)).logits
+        first, second = (handle.model(input_ids=part, use_cache=False).logits for part in (ids[:, :8], ids[:, 8:]))
+    torch.testing.assert_close(packed[:, :8], first, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed[:, 8:], second, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_attention_equals_sdpa_with_grouped_heads_and_a_mask():
+    from llmft.models.attention import causal_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 6, 8, generator=generator, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 6, 8, generator=generator, dtype=torch.float64) for _ in range(2))
+    groups = (k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, *groups, is_causal=True).transpose(1, 2)
+    torch.testing.assert_close(causal_attention(q, k, v, None), expected)
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()
+    mask[:, 0] = False  # a padded first key
+    mask[0, 0] = True
+    expected = torch.nn.functional.scaled_dot_product_attention(q, *groups, attn_mask=mask).transpose(1, 2)
+    torch.testing.assert_close(causal_attention(q, k, v, mask), expected)
