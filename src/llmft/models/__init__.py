@@ -1,10 +1,9 @@
 """The only room that knows peft, bitsandbytes and transformers model classes."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-
-import logging
 
 import torch
 

@@ -63,8 +63,8 @@ def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict
     first, the detection is skipped, and every token attends to the documents before it in its row.
 
     Unpacked and right-padded (as `data.collate` pads), under sdpa or eager attention: causal attention
-    alone already keeps every real token from the padding after it, so no mask is passed and sdpa takes
-    its unmasked kernel (on a CPU its masked backward was a quarter of an SFT LoRA step). Only padding
+    alone already keeps every real token from the padding after it, so no mask is built or passed and
+    attention takes its plain causal path. Only padding
     positions compute differently, and no loss reads them. flash-attention keeps the mask: with it,
     transformers drops the padding before the kernel.
     """
