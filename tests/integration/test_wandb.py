@@ -50,6 +50,8 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
             pos += BLOCK - pos % BLOCK
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        if pos + HEADER + length > len(data):  # a record W&B's writer is still writing
+            return
         chunk, pos = data[pos + HEADER:pos + HEADER + length], pos + HEADER + length
         if kind == 0:  # zero padding up to the end of the block
             pos += -pos % BLOCK
@@ -66,13 +68,16 @@ def offline_log(run_dir: Path, wait_s: float = 30) -> list[wandb_internal_pb2.Re
     before W&B's writer process has flushed the file: wait for each part's closing `exit` record."""
     parts = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert parts, f"no offline W&B run under {run_dir / 'wandb'}"
-    log, deadline = [], time.monotonic() + wait_s
-    for part in parts:
-        while not (part_log := list(records(part))) or part_log[-1].WhichOneof("record_type") != "exit":
-            assert time.monotonic() < deadline, f"{part} has no exit record after {wait_s:g} s"
-            time.sleep(0.2)
-        log += part_log
-    return log
+    deadline = time.monotonic() + wait_s
+    return [record for part in parts for record in finished_part(part, deadline)]
+
+
+def finished_part(part: Path, deadline: float) -> list[wandb_internal_pb2.Record]:
+    """The records of one offline part, once its closing `exit` record is written (or fail at `deadline`)."""
+    while not (part_log := list(records(part))) or part_log[-1].WhichOneof("record_type") != "exit":
+        assert time.monotonic() < deadline, f"{part} has no exit record by the deadline"
+        time.sleep(0.2)
+    return part_log
 
 
 def history(log: list) -> list[dict]:
@@ -181,7 +186,8 @@ def test_a_logger_built_again_for_the_folder_continues_the_same_wandb_run(tmp_pa
     parts = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert [p.name.rsplit("-", 1)[-1] for p in parts] == [run_id, run_id]
     for part in parts:
-        [run] = [r.run for r in records(next(part.glob("*.wandb"))) if r.WhichOneof("record_type") == "run"]
+        part_log = finished_part(next(part.glob("*.wandb")), time.monotonic() + 30)
+        [run] = [r.run for r in part_log if r.WhichOneof("record_type") == "run"]
         assert run.run_id == run_id
     assert [r["train/loss"] for r in history(offline_log(tmp_path)) if "train/loss" in r] == [2.0, 1.0]
 
