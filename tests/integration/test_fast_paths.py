@@ -1,12 +1,14 @@
-"""Fast paths compute what the plain paths compute (tiny Llama, real SmolLM2 tokenizer ids):
-frozen Linear weights stored in the autocast dtype, and right-padded batches without an attention mask."""
+"""Fast paths compute what the plain paths compute (tiny Llama, real SmolLM2 tokenizer ids): frozen Linear
+weights stored in the autocast dtype, right-padded batches without an attention mask, chunked log-probs."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llmft import models
-from llmft.losses import sft_loss_sum
-from llmft.models.forward import is_right_padded, model_inputs, supervised_logits
+from llmft.losses import linear_logps, sft_loss_sum, token_logps
+from llmft.models.forward import (chunkable_head, is_right_padded, model_inputs, sequence_logp_sums, supervised_logits,
+                                  supervised_nll_sum)
 
 SPEC = models.ModelSpec("llmft:tiny")
 
@@ -109,3 +111,65 @@ def test_causal_attention_equals_sdpa_with_grouped_heads_and_a_mask():
     mask[0, 0] = True
     expected = torch.nn.functional.scaled_dot_product_attention(q, *groups, attn_mask=mask).transpose(1, 2)
     torch.testing.assert_close(causal_attention(q, k, v, mask), expected)
+
+
+def plain_and_chunked(handle: models.ModelHandle, batch: dict, autocast: bool) -> list:
+    """(loss, gradients) of the SFT loss by the plain `logits_to_keep` path, then by the chunked one."""
+    results = []
+    for nll_and_count in (lambda: sft_loss_sum(*supervised_logits(handle.model, batch)),
+                          lambda: supervised_nll_sum(handle.model, batch)):
+        handle.model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            nll, n = nll_and_count()
+        (nll / n).backward()
+        results.append((int(n), (nll / n).detach(),
+                        {name: p.grad.clone() for name, p in handle.trainable_parameters().items()}))
+    return results
+
+
+@pytest.mark.parametrize("chunk_rows", [1024, 5])
+@pytest.mark.parametrize("peft", [models.LoraSpec(), models.FullSpec()], ids=["lora", "full"])
+def test_chunked_log_probs_give_the_plain_loss_and_gradients_to_1e_5(peft, chunk_rows, monkeypatch):
+    """LoRA: frozen output layer (the gradient factor made in the forward); full: tied, trainable output layer
+    (recomputed in the backward). fp32, chunks of 1,024 rows and of 5."""
+    monkeypatch.setattr(linear_logps, "DEFAULT_CHUNK_ROWS", chunk_rows)
+    torch.manual_seed(0)
+    handle = models.build(SPEC, peft, models.PrecisionSpec("32-true"))
+    assert chunkable_head(handle.model) is handle.model.get_output_embeddings()
+    batch = right_padded_batch()
+    (plain_n, plain_loss, plain_grads), (n, loss, grads) = plain_and_chunked(handle, batch, autocast=False)
+    assert n == plain_n == int((batch["labels"][:, 1:] != -100).sum())
+    torch.testing.assert_close(loss, plain_loss, rtol=0, atol=1e-5)
+    assert grads.keys() == plain_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_chunked_log_probs_per_row_equal_the_plain_ones_in_small_chunks(monkeypatch):
+    torch.manual_seed(0)
+    handle = models.build(SPEC, models.LoraSpec(), models.PrecisionSpec("32-true"))
+    batch = right_padded_batch()
+    with torch.no_grad():
+        logits, labels = supervised_logits(handle.model, batch)
+        plain = token_logps(logits, labels).sum(-1)
+        monkeypatch.setattr(linear_logps, "DEFAULT_CHUNK_ROWS", 5)
+        sums, counts = sequence_logp_sums(handle.model, batch)
+    torch.testing.assert_close(sums, plain, rtol=0, atol=1e-5)
+    assert counts.tolist() == (batch["labels"][:, 1:] != -100).sum(-1).tolist()
+
+
+def test_chunked_log_probs_under_bf16_autocast_stay_close_to_the_plain_path():
+    """Half-precision matmuls round differently in chunks than in one product: close, not equal."""
+    torch.manual_seed(0)
+    handle = models.build(SPEC, models.LoraSpec(), models.PrecisionSpec("bf16-mixed"))
+    (_, plain_loss, _), (_, loss, _) = plain_and_chunked(handle, right_padded_batch(), autocast=True)
+    torch.testing.assert_close(loss, plain_loss, rtol=0, atol=2e-2)
+
+
+def test_an_output_layer_that_is_not_a_plain_linear_takes_the_plain_path():
+    handle = models.build(SPEC, models.LoraSpec(target_modules=["q_proj", "lm_head"]), models.PrecisionSpec("32-true"))
+    assert chunkable_head(handle.model) is None
+    nll, n = supervised_nll_sum(handle.model, right_padded_batch())
+    plain_nll, plain_n = sft_loss_sum(*supervised_logits(handle.model, right_padded_batch()))
+    assert int(n) == int(plain_n)
+    torch.testing.assert_close(nll, plain_nll, rtol=0, atol=1e-5)

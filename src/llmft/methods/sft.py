@@ -5,16 +5,15 @@ from typing import Any
 
 import torch
 
-from llmft.losses import sft_loss_sum
 from llmft.methods.base import Metrics, ObjectiveModule
-from llmft.models.forward import supervised_logits
+from llmft.models.forward import supervised_nll_sum
 
 
 class SFT(ObjectiveModule):
-    """Token-level NLL over the assistant turns (logits computed only where a label is supervised)."""
+    """Token-level NLL over the assistant turns (log-probs computed only where a label is supervised)."""
 
     view = "chat"
 
     def loss_sum(self, micro: dict, ctx: Any = None) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
-        nll_sum, n_tokens = sft_loss_sum(*supervised_logits(self.model, micro))
+        nll_sum, n_tokens = supervised_nll_sum(self.model, micro)
         return nll_sum, n_tokens, {}

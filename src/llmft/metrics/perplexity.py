@@ -6,8 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from llmft.losses import sft_loss_sum
-from llmft.models.forward import eval_mode, supervised_logits
+from llmft.models.forward import eval_mode, supervised_nll_sum
 
 
 @torch.no_grad()
@@ -19,7 +18,7 @@ def perplexity(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                batch_nll, batch_count = sft_loss_sum(*supervised_logits(model, batch))
+                batch_nll, batch_count = supervised_nll_sum(model, batch)
             nll += float(batch_nll)
             count += int(batch_count)
     if count == 0:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from llmft.losses import IGNORE_INDEX, token_logps
+from llmft.losses.linear_logps import linear_token_logps
 from llmft.models.attention import NAME as ATTENTION
 
 
@@ -120,32 +122,89 @@ def supervised_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     return logits, labels
 
 
+# Architectures whose logits are exactly lm_head(final hidden state): no soft-capping, logit scale or
+# multiplier. Others (or an output layer peft has wrapped) take the plain path.
+PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo2", "phi3"})
+
+
+@dataclass
+class SupervisedLogps:
+    """log p of every supervised token of a batch (in the layout the model ran, `packed_for`): `logps[n]`
+    is the log-probability of `labels[rows[n], cols[n]]` given the tokens before it."""
+
+    logps: torch.Tensor  # [N], float32
+    rows: torch.Tensor  # [N]
+    cols: torch.Tensor  # [N]
+
+    def per_row(self, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.grouped(self.rows, n_rows)
+
+    def grouped(self, group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of log p, number of tokens) per group id ([N] -> [n_groups])."""
+        sums = self.logps.new_zeros(n_groups).index_add(0, group, self.logps)
+        counts = torch.zeros(n_groups, dtype=torch.long, device=group.device).index_add_(0, group, torch.ones_like(group))
+        return sums, counts
+
+
+def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
+    """The output projection when logits are exactly `head(final hidden state)` and the chunked path
+    (`losses.linear_token_logps`) can replace it; None otherwise (the plain `logits_to_keep` path)."""
+    peft_config = getattr(model, "peft_config", {}).get("default")
+    if getattr(peft_config, "is_prompt_learning", False):  # virtual tokens shift the hidden states
+        return None
+    if getattr(model.config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
+        return None
+    head = model.get_output_embeddings()
+    return head if type(head) is torch.nn.Linear else None  # not a LoRA-wrapped or quantised head
+
+
+def supervised_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> SupervisedLogps:
+    """log p of each supervised token, the vocabulary projection computed only at the positions that
+    predict one. `batch` is in the layout the model runs (`packed_for`).
+
+    Where the output layer allows (`chunkable_head`), the final hidden states at exactly those
+    positions go through `linear_token_logps`: the [N, V] logits are made a chunk at a time and never
+    kept. Otherwise `logits_to_keep` computes the logits at every column supervised in any row.
+    """
+    labels = batch["labels"]
+    rows, cols = torch.nonzero(labels[:, 1:] != IGNORE_INDEX, as_tuple=True)
+    cols = cols + 1
+    head = chunkable_head(model)
+    if head is None:
+        logits, kept_labels, keep = kept_logits(model, batch)
+        logps = token_logps(logits, kept_labels)
+        column = torch.searchsorted(keep, cols - 1) + 1  # where labels[:, c] sits in kept_labels
+        return SupervisedLogps(logps[rows, column], rows, cols)
+    empty = torch.empty(0, dtype=torch.long, device=labels.device)
+    out = model(**model_inputs(model, batch), logits_to_keep=empty, output_hidden_states=True)
+    hidden = out.hidden_states[-1][rows, cols - 1]
+    return SupervisedLogps(linear_token_logps(hidden, head.weight, labels[rows, cols], head.bias), rows, cols)
+
+
+def supervised_nll_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL of the supervised tokens, their number), as `sft_loss_sum` of the full logits."""
+    tokens = supervised_token_logps(model, packed_for(model, batch))
+    return -tokens.logps.sum(), torch.tensor(tokens.logps.shape[0], device=tokens.logps.device)
+
+
 def sequence_logp_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                        prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: (sum of log p of the supervised tokens, their number), from `<prefix>input_ids`,
-    `<prefix>attention_mask` and `<prefix>labels`, computing logits only where a label is supervised.
+    `<prefix>attention_mask` and `<prefix>labels` (`supervised_token_logps`).
     A packed micro-batch gives them per document instead (`document_logp_sums`)."""
     if is_packed(batch):
         return document_logp_sums(model, batch)
     fields = {k: batch[prefix + k] for k in ("input_ids", "attention_mask", "labels")}
-    logits, labels = supervised_logits(model, fields)
-    sums = token_logps(logits, labels).sum(-1)
-    return sums, (labels[:, 1:] != IGNORE_INDEX).sum(-1)
+    return supervised_token_logps(model, fields).per_row(fields["labels"].shape[0])
 
 
 def document_logp_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per document of a packed micro-batch, in `doc_ids` order: (sum of log p of its supervised tokens,
     their number). Pairs: chosen documents [P] then rejected [P], as `pair_logp_sums` returns them."""
     batch = packed_for(model, batch)
-    logits, labels, keep = kept_logits(model, batch)
-    docs = F.pad(batch["doc_ids"][:, keep + 1], (1, 0), value=-1)
-    supervised = labels != IGNORE_INDEX
+    tokens = supervised_token_logps(model, batch)
     n_docs = int(batch["doc_ids"].max()) + 1  # pairs: the last rejected document is 2P - 1
-    logps = token_logps(logits, labels)
-    sums = logps.new_zeros(n_docs).index_add(0, docs[supervised], logps[supervised])
-    counts = torch.zeros(n_docs, dtype=torch.long, device=logps.device).index_add_(
-        0, docs[supervised], torch.ones_like(docs[supervised]))
-    return sums, counts
+    return tokens.grouped(batch["doc_ids"][tokens.rows, tokens.cols], n_docs)
 
 
 def concat_pair(micro: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,93 @@
+"""linear_token_logps: the chunked projection + log-softmax against the plain one, by hand and by gradcheck."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from llmft.losses import token_logps
+from llmft.losses.linear_logps import linear_token_logps
+
+
+def plain(hidden, weight, targets, bias=None):
+    logits = torch.nn.functional.linear(hidden, weight, bias)
+    return torch.log_softmax(logits.float() if logits.dtype != torch.float64 else logits, -1).gather(
+        -1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def test_a_hand_computed_value():
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # logits: [1, 0, 0] and [0, 2, 0]
+    out = linear_token_logps(hidden, weight, torch.tensor([0, 2]), chunk_rows=1)
+    expected = [1 - math.log(math.e + 2), 0 - math.log(2 + math.e ** 2)]
+    torch.testing.assert_close(out, torch.tensor(expected), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("trainable_weight", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gradcheck_in_float64(trainable_weight, with_bias):
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(13, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(11, 6, dtype=torch.float64, generator=generator, requires_grad=trainable_weight)
+    bias = torch.randn(11, dtype=torch.float64, generator=generator, requires_grad=trainable_weight) if with_bias else None
+    targets = torch.randint(0, 11, (13,), generator=generator)
+    inputs = (hidden, weight) + ((bias,) if with_bias else ())
+    assert torch.autograd.gradcheck(lambda h, w, *b: linear_token_logps(h, w, targets, b[0] if b else None, chunk_rows=4),
+                                    inputs)
+
+
+@pytest.mark.parametrize("trainable_weight", [False, True])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1024])
+def test_values_and_gradients_equal_the_plain_path_to_1e_5(trainable_weight, chunk_rows):
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(40, 32, generator=generator)
+    weight = 0.3 * torch.randn(500, 32, generator=generator)
+    targets = torch.randint(0, 500, (40,), generator=generator)
+    upstream = torch.randn(40, generator=generator)  # a loss that weighs tokens differently (DPO, KTO)
+    results = []
+    for fn in (plain, lambda h, w, t: linear_token_logps(h, w, t, chunk_rows=chunk_rows)):
+        h = hidden.clone().requires_grad_()
+        w = weight.clone().requires_grad_(trainable_weight)
+        out = fn(h, w, targets)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), h.grad, w.grad))
+    (ref, ref_h, ref_w), (got, got_h, got_w) = results
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got_h, ref_h, rtol=0, atol=1e-5)
+    if trainable_weight:
+        torch.testing.assert_close(got_w, ref_w, rtol=0, atol=1e-5)
+    else:
+        assert got_w is None
+
+
+def test_bf16_autocast_matches_the_plain_autocast_path():
+    """Under autocast the matmul runs in bf16 and the softmax in float32, as `nn.Linear` + `token_logps` do."""
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(24, 64, generator=generator)
+    weight = 0.2 * torch.randn(300, 64, generator=generator)
+    targets = torch.randint(0, 300, (24,), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_token_logps(hidden, weight, targets, chunk_rows=5)
+        logits = torch.nn.functional.linear(hidden, weight)
+    labels = torch.cat([torch.full((1,), -100), targets]).unsqueeze(0)  # token_logps shifts by one
+    ref = token_logps(torch.cat([logits, logits[:1]]).unsqueeze(0), labels)[0, 1:]
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+def test_no_gradient_is_prepared_without_autograd():
+    hidden, weight = torch.randn(5, 4), torch.randn(9, 4)
+    with torch.no_grad():
+        out = linear_token_logps(hidden, weight, torch.zeros(5, dtype=torch.long))
+    assert out.shape == (5,) and not out.requires_grad
+
+
+@pytest.mark.parametrize("hidden, weight, targets, message", [
+    (torch.randn(3, 4, 1), torch.randn(9, 4), torch.zeros(3, dtype=torch.long), "hidden \\[N, H\\]"),
+    (torch.randn(3, 4), torch.randn(9, 5), torch.zeros(3, dtype=torch.long), "weight \\[V, H\\]"),
+    (torch.randn(3, 4), torch.randn(9, 4), torch.zeros(2, dtype=torch.long), "targets \\[N\\]"),
+])
+def test_shapes_that_do_not_fit_are_refused(hidden, weight, targets, message):
+    with pytest.raises(ValueError, match=message):
+        linear_token_logps(hidden, weight, targets)
