@@ -63,7 +63,7 @@ def workload_overrides(args: argparse.Namespace, workload: str) -> list[str]:
 
 def run_worker(args: argparse.Namespace, side: str, workload: str, setting: str) -> dict:
     command = [sys.executable, str(Path(__file__).with_name("vs_trl_worker.py")), side, workload, setting,
-               json.dumps(workload_overrides(args, workload)), json.dumps(vars(args))]
+               json.dumps(workload_overrides(args, workload)), json.dumps(vars(args), default=str)]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

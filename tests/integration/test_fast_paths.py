@@ -97,20 +97,18 @@ def test_llmft_sdpa_packed_row_equals_each_document_alone():
     torch.testing.assert_close(packed[:, 8:], second, rtol=1e-5, atol=1e-5)
 
 
-def test_causal_attention_equals_sdpa_with_grouped_heads_and_a_mask():
-    from llmft.models.attention import causal_attention
-
-    generator = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 4, 6, 8, generator=generator, dtype=torch.float64)
-    k, v = (torch.randn(2, 2, 6, 8, generator=generator, dtype=torch.float64) for _ in range(2))
-    groups = (k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))
-    expected = torch.nn.functional.scaled_dot_product_attention(q, *groups, is_causal=True).transpose(1, 2)
-    torch.testing.assert_close(causal_attention(q, k, v, None), expected)
-    mask = torch.ones(6, 6, dtype=torch.bool).tril()
-    mask[:, 0] = False  # a padded first key
-    mask[0, 0] = True
-    expected = torch.nn.functional.scaled_dot_product_attention(q, *groups, attn_mask=mask).transpose(1, 2)
-    torch.testing.assert_close(causal_attention(q, k, v, mask), expected)
+def test_llmft_sdpa_outside_a_packed_row_is_sdpa_bit_for_bit_under_bf16_autocast():
+    """The same kernel as transformers' sdpa (and so TRL's): the first-step losses of the two agree."""
+    batch = right_padded_batch()
+    results = []
+    for attention in (None, "sdpa"):
+        torch.manual_seed(0)
+        handle = models.build(models.ModelSpec("llmft:tiny", attn_implementation=attention), models.LoraSpec(),
+                              models.PrecisionSpec("bf16-mixed"))
+        results.append(loss_and_grads(handle, batch))
+    assert torch.equal(results[0][0], results[1][0])
+    for name, grad in results[0][1].items():
+        assert torch.equal(grad, results[1][1][name]), name
 
 
 def plain_and_chunked(handle: models.ModelHandle, batch: dict, autocast: bool) -> list:
