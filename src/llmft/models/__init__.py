@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from llmft.models import provenance
-from llmft.models.factory import ModelSpec, PrecisionSpec, load_model, load_tokenizer, local_folder
+from llmft.models.factory import ModelSpec, PrecisionSpec, compile_layers, load_model, load_tokenizer, local_folder
 from llmft.models.handle import ModelHandle
 from llmft.models.heads import build_head, load_head
 from llmft.models.adapters import (FullSpec, LoraSpec, PeftSpec, keep_4bit_weights_differentiable, load_adapter,
-                                   quantization_config, store_frozen_linears, wrap)
+                                   quantization_config, skip_adapter_input_casts, store_frozen_linears, wrap)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def build(model: ModelSpec, peft: PeftSpec, precision: PrecisionSpec, with_refer
     base, frozen = load_lineage(model, tokenizer, precision, peft, lineage)
     wrapped = wrap(base, peft, gradient_checkpointing=model.gradient_checkpointing, frozen_adapters=frozen)
     frozen_linears(wrapped, peft, precision)
+    if model.compile:
+        log.info("torch.compile: %d decoder layers", compile_layers(wrapped))
     return ModelHandle(wrapped, tokenizer, describe_base(model), with_reference=with_reference,
                        head=build_head(head, base.config.hidden_size), head_kind=head)
 
@@ -67,10 +69,12 @@ def load_lineage(model: ModelSpec, tokenizer, precision: PrecisionSpec, peft: Pe
 
 
 def frozen_linears(model: torch.nn.Module, peft: PeftSpec, precision: PrecisionSpec) -> None:
-    """A LoRA base's frozen Linear weights in the autocast dtype (`PrecisionSpec.frozen_linear_dtype`)."""
+    """A LoRA base's frozen Linear weights in the autocast dtype (`PrecisionSpec.frozen_linear_dtype`), and
+    no float32 copy of the adapters' inputs (`skip_adapter_input_casts`): bit for bit the same training."""
     dtype = precision.frozen_linear_dtype
     if dtype is not None and peft.quantize is None and not isinstance(peft, FullSpec):
         log.info("%d frozen Linear weights stored in %s (autocast's dtype)", store_frozen_linears(model, dtype), dtype)
+        skip_adapter_input_casts(model)
 
 
 def describe_base(model: ModelSpec) -> provenance.BaseModel:

@@ -102,6 +102,19 @@ def store_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return cast
 
 
+def skip_adapter_input_casts(model: torch.nn.Module) -> int:
+    """Under autocast: peft casts a LoRA layer's input to the adapter weights' dtype (float32) before
+    `lora_A`, and autocast casts it straight back to bf16/fp16 for the matmul, two copies of an
+    activation that change no value (bf16 -> float32 -> bf16 is exact). Turned off on every LoRA layer
+    (peft's `cast_input_dtype_enabled`); only for mixed precision. Returns how many layers."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
 def keep_4bit_weights_differentiable(model: torch.nn.Module) -> None:
     """On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight in place, for good, the
     first time its layer runs in eval mode without grad (sampling, the reference forward, validation);

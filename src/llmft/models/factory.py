@@ -28,6 +28,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     attn_implementation: str | None = None  # None = transformers' default; sdpa becomes llmft_sdpa (models.attention)
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile each decoder layer (`compile_layers`)
 
 
 @dataclass
@@ -180,3 +181,13 @@ def load_model(
         model.config.use_cache = False
     log.info("loaded %s (%s, %.1fM parameters)", spec.name_or_path, dtype, model.num_parameters() / 1e6)
     return model
+
+
+def compile_layers(model: torch.nn.Module) -> int:
+    """torch.compile every decoder layer in place, for any sequence length (`dynamic=True`): regional
+    compilation, one small graph shared by the identical layers, so it compiles in seconds, not minutes.
+    Embeddings, the output layer, the losses and the data path stay eager. Returns the number of layers."""
+    layers = model.get_decoder().layers
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
