@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import resource
 import statistics
 import sys
@@ -214,8 +213,7 @@ def run_trl(cfg, workload: str, setting: str, args: dict, out: Path) -> dict:
     common = dict(output_dir=str(out), per_device_train_batch_size=int(cfg.data.batch_size), max_steps=steps,
                   learning_rate=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay),
                   adam_beta1=float(cfg.optim.betas[0]), adam_beta2=float(cfg.optim.betas[1]),
-                  adam_epsilon=float(cfg.optim.eps), lr_scheduler_type="cosine",
-                  warmup_steps=math.ceil(float(cfg.schedule.warmup_ratio) * steps), max_grad_norm=1.0,
+                  adam_epsilon=float(cfg.optim.eps), lr_scheduler_type="constant", max_grad_norm=1.0,
                   logging_steps=1, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
                   seed=int(cfg.seed), bf16=autocast, dataloader_num_workers=0, disable_tqdm=True,
                   gradient_checkpointing=False)

@@ -30,11 +30,14 @@ def test_gradcheck_in_float64(trainable_weight, with_bias):
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(13, 6, dtype=torch.float64, generator=generator, requires_grad=True)
     weight = torch.randn(11, 6, dtype=torch.float64, generator=generator, requires_grad=trainable_weight)
-    bias = torch.randn(11, dtype=torch.float64, generator=generator, requires_grad=trainable_weight) if with_bias else None
+    bias = torch.randn(11, dtype=torch.float64, generator=generator, requires_grad=trainable_weight)
     targets = torch.randint(0, 11, (13,), generator=generator)
     inputs = (hidden, weight) + ((bias,) if with_bias else ())
-    assert torch.autograd.gradcheck(lambda h, w, *b: linear_token_logps(h, w, targets, b[0] if b else None, chunk_rows=4),
-                                    inputs)
+
+    def logps(h, w, *b):
+        return linear_token_logps(h, w, targets, b[0] if b else None, chunk_rows=4)
+
+    assert torch.autograd.gradcheck(logps, inputs)
 
 
 @pytest.mark.parametrize("trainable_weight", [False, True])

@@ -102,8 +102,8 @@ def linear_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
     hidden [N, H] (the final hidden states at the positions that predict a supervised token), weight
     [V, H] (the output projection), targets [N] (token ids in [0, V)), bias [V] or None -> [N], float32
     (float64 for float64 inputs). Same value and gradients as `token_logps` on the full logits; memory
-    for the logits is one chunk of `chunk_rows` (default `DEFAULT_CHUNK_ROWS`) x V floats. Under autocast the matmuls run in the
-    autocast dtype, the softmax in float32, as the plain path does.
+    for the logits is one chunk of `chunk_rows` (default `DEFAULT_CHUNK_ROWS`) x V floats. Under
+    autocast the matmuls run in the autocast dtype and the softmax in float32, as the plain path does.
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"linear_token_logps expects hidden [N, H] and weight [V, H]; got {tuple(hidden.shape)} "

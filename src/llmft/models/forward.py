@@ -142,8 +142,8 @@ class SupervisedLogps:
     def grouped(self, group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of log p, number of tokens) per group id ([N] -> [n_groups])."""
         sums = self.logps.new_zeros(n_groups).index_add(0, group, self.logps)
-        counts = torch.zeros(n_groups, dtype=torch.long, device=group.device).index_add_(0, group, torch.ones_like(group))
-        return sums, counts
+        counts = torch.zeros(n_groups, dtype=torch.long, device=group.device)
+        return sums, counts.index_add_(0, group, torch.ones_like(group))
 
 
 def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
@@ -153,6 +153,8 @@ def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     if getattr(peft_config, "is_prompt_learning", False):  # virtual tokens shift the hidden states
         return None
     if getattr(model.config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
+        return None
+    if not isinstance(getattr(model.get_decoder(), "norm", None), torch.nn.Module):
         return None
     head = model.get_output_embeddings()
     return head if type(head) is torch.nn.Linear else None  # not a LoRA-wrapped or quantised head
@@ -175,10 +177,22 @@ def supervised_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor
         logps = token_logps(logits, kept_labels)
         column = torch.searchsorted(keep, cols - 1) + 1  # where labels[:, c] sits in kept_labels
         return SupervisedLogps(logps[rows, column], rows, cols)
-    empty = torch.empty(0, dtype=torch.long, device=labels.device)
-    out = model(**model_inputs(model, batch), logits_to_keep=empty, output_hidden_states=True)
-    hidden = out.hidden_states[-1][rows, cols - 1]
+    hidden = final_hidden_states(model, batch)[rows, cols - 1]
     return SupervisedLogps(linear_token_logps(hidden, head.weight, labels[rows, cols], head.bias), rows, cols)
+
+
+def final_hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's output after its final norm, [B, T, H], from a forward that computes no logits. Taken
+    by a hook on that norm: `output_hidden_states` would hold every layer's states until the forward
+    returns (under no_grad, for a reference or an evaluation, they would otherwise be freed layer by layer)."""
+    captured = []
+    no_logits = torch.empty(0, dtype=torch.long, device=batch["input_ids"].device)
+    hook = model.get_decoder().norm.register_forward_hook(lambda _module, _inputs, out: captured.append(out))
+    try:
+        model(**model_inputs(model, batch), logits_to_keep=no_logits)
+    finally:
+        hook.remove()
+    return captured[-1]
 
 
 def supervised_nll_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
