@@ -181,3 +181,19 @@ def test_flash_attention_varlen_path_isolates_packed_documents():
     leaked = logits[0, start : start + n].float()
     reference = model(input_ids=alone["input_ids"]).logits[0].float()
     assert (leaked - reference).abs().max() > 0.1
+
+
+def test_the_plain_logits_path_groups_documents_as_the_chunked_one(monkeypatch):
+    """A model whose output layer cannot be chunked (`chunkable_head` None) takes `logits_to_keep`; its
+    per-document sums (doc_ids through the kept columns) equal the chunked path's, pairs packed."""
+    from llmft.models import forward
+
+    handle = tiny()
+    model = handle.model.eval()
+    batch = PackedWindowCollator(2, handle.tokenizer.pad_token_id, MAX_LENGTH, "pair")(examples("pair", handle, 4))[0]
+    with torch.no_grad():
+        chunked = document_logp_sums(model, batch)
+        monkeypatch.setattr(forward, "chunkable_head", lambda model: None)
+        plain = document_logp_sums(model, batch)
+    torch.testing.assert_close(plain[0], chunked[0], rtol=0, atol=1e-5)
+    assert plain[1].tolist() == chunked[1].tolist() and int(chunked[1].min()) > 0

@@ -94,3 +94,20 @@ def test_no_gradient_is_prepared_without_autograd():
 def test_shapes_that_do_not_fit_are_refused(hidden, weight, targets, message):
     with pytest.raises(ValueError, match=message):
         linear_token_logps(hidden, weight, targets)
+
+
+def test_a_trainable_bias_under_bf16_autocast_matches_the_plain_path():
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(20, 32, generator=generator)
+    weight = 0.2 * torch.randn(200, 32, generator=generator)
+    bias = torch.randn(200, generator=generator)
+    targets = torch.randint(0, 200, (20,), generator=generator)
+    results = []
+    for chunked in (False, True):
+        h, w, b = (t.clone().requires_grad_() for t in (hidden, weight, bias))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = linear_token_logps(h, w, targets, b, chunk_rows=6) if chunked else plain(h, w, targets, b)
+        out.sum().backward()
+        results.append((out.detach(), h.grad, w.grad, b.grad))
+    for got, ref in zip(results[1], results[0]):
+        assert float((got.float() - ref.float()).norm()) <= 0.02 * float(ref.float().norm())

@@ -5,13 +5,16 @@ A plain `token_logps(lm_head(hidden), labels)` keeps the logits for the backward
 runs in half precision. `linear_token_logps` computes the logits a chunk of rows at a time, keeps
 only what the backward needs, and frees each chunk before the next:
 
-- frozen projection (LoRA, QLoRA, a reference model): the gradient with respect to the hidden state
-  is `g * (W[y] - softmax(h W^T) W)`; the forward computes the bracket per chunk (one more matmul,
-  the one the backward would otherwise do) and saves it, [N, H]. The backward is a multiplication.
+- frozen projection (LoRA, QLoRA): the gradient with respect to the hidden state is
+  `g * (W[y] - softmax(h W^T) W)`; when the hidden states need a gradient, the forward computes the
+  bracket per chunk (one more matmul, the one the backward would otherwise do) and saves it, [N, H].
+  The backward is a multiplication. Without autograd (a reference model, evaluation) nothing is kept.
 - trainable projection (full fine-tuning): the forward saves the hidden states only; the backward
   recomputes each chunk's logits and forms the gradients of the hidden states and of the weight.
 
-Values and gradients equal the plain path's to float32 rounding (tests: 1e-5, and gradcheck in float64).
+In float32, values and gradients equal the plain path's to rounding (tests: 1e-5, and gradcheck in
+float64). Under autocast the matmuls run in bf16/fp16 as `nn.Linear`'s would, in other chunks than one
+product, so results are close to the plain autocast path's, not equal (tests bound the difference).
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 def _logit_grad(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
                 scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(target) per row, d log p(target) / d logits = onehot(target) - softmax) for one chunk, float32
-    or wider, each gradient row times `scale` when given. Matmul in `hidden`'s dtype, softmax in float32."""
-    logits = torch.nn.functional.linear(hidden, weight, bias)
+    or wider, each gradient row times `scale` when given. Matmul in `hidden`'s dtype; the bias (already
+    float32 or wider) is added, and the softmax taken, in float32."""
+    logits = torch.nn.functional.linear(hidden, weight)
     logits = logits.to(compute_dtype(logits.dtype))
+    if bias is not None:
+        logits.add_(bias)
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
     logps = (logits.gather(-1, targets.unsqueeze(-1)) - lse).squeeze(-1)
     grad = logits.sub_(lse).exp_().neg_()  # -softmax, in the logits' storage

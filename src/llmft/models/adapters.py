@@ -105,11 +105,18 @@ def store_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
 def skip_adapter_input_casts(model: torch.nn.Module) -> int:
     """Under autocast: peft casts a LoRA layer's input to the adapter weights' dtype (float32) before
     `lora_A`, and autocast casts it straight back to bf16/fp16 for the matmul, two copies of an
-    activation that change no value (bf16 -> float32 -> bf16 is exact). Turned off on every LoRA layer
-    (peft's `cast_input_dtype_enabled`); only for mixed precision. Returns how many layers."""
+    activation that change no value (bf16 -> float32 -> bf16 is exact). Turned off (peft's
+    `cast_input_dtype_enabled`) only for mixed precision and only on plain LoRA layers without dropout:
+    dropout would scale a bf16 input by a rounded 1/(1-p), and DoRA (a peft `lora_variant`) would form
+    its weight norm in bf16.
+    Returns how many layers."""
     from peft.tuners.lora import LoraLayer
 
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    def plain(layer: LoraLayer) -> bool:
+        no_dropout = all(isinstance(d, torch.nn.Identity) for d in layer.lora_dropout.values())
+        return no_dropout and not getattr(layer, "lora_variant", None)  # DoRA and other variants keep the cast
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and plain(m)]
     for layer in layers:
         layer.cast_input_dtype_enabled = False
     return len(layers)
