@@ -18,7 +18,8 @@ llmft's half the rate), which made the mean losses of otherwise identical runs d
 
 Printed per workload: tokens/s, examples/s, median step time, peak RSS (MiB), padding fraction, the
 first-step loss and the mean loss over the timed steps, for llmft and each TRL setting, and the ratio
-of llmft to TRL's best setting. `--json` writes every measurement.
+of llmft to TRL's best setting. `--json` writes every measurement. On a GPU each side also reports its
+peak allocated GPU memory; benchmarks/gpu_suite.py runs the GPU workloads (1B and 8B Llama shapes).
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ WORKLOADS = {  # llmft's overrides; TRL gets the same method, peft and data
     "dpo_lora": ["method=dpo", "peft=lora"],
     "orpo": ["method=orpo", "peft=lora"],
     "kto": ["method=kto", "peft=lora"],
+    "sft_qlora": ["method=sft", "peft=qlora"],  # llmft alone (benchmarks/gpu_suite.py: its GPU memory)
 }
 TRL_SETTINGS = ("fp32", "bf16_autocast", "bf16_weights", "bf16_autocast+padding_free")
-FIELDS = ("tokens_per_s", "examples_per_s", "median_step_seconds", "peak_rss_mib", "padding_fraction",
-          "first_loss", "mean_loss")
+FIELDS = ("tokens_per_s", "examples_per_s", "median_step_seconds", "peak_rss_mib", "peak_gpu_mib",
+          "padding_fraction", "first_loss", "mean_loss")
 
 
 def cpu_flags() -> str:
@@ -63,11 +65,17 @@ def workload_overrides(args: argparse.Namespace, workload: str) -> list[str]:
             f"seed={args.seed}", *args.llmft_overrides]
 
 
-def run_worker(args: argparse.Namespace, side: str, workload: str, setting: str) -> dict:
+def run_worker(args: argparse.Namespace, side: str, workload: str, setting: str, timeout: float | None = None
+               ) -> dict:
     command = [sys.executable, str(Path(__file__).with_name("vs_trl_worker.py")), side, workload, setting,
                json.dumps(workload_overrides(args, workload)), json.dumps(vars(args), default=str)]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        tail = "\n".join(out.splitlines()[-5:])
+        return {"side": side, "workload": workload, "setting": setting, "error": f"{tail}\ntimed out after {timeout:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
@@ -98,9 +106,11 @@ def table(workload: str, results: list[dict]) -> str:
     if llmft and trl:
         best = max(trl, key=lambda s: median_of(trl[s], "tokens_per_s") or 0)
         ours, theirs = median_of(llmft, "tokens_per_s"), median_of(trl[best], "tokens_per_s")
-        mem_ours, mem_theirs = median_of(llmft, "peak_rss_mib"), median_of(trl[best], "peak_rss_mib")
+        memory = "peak_gpu_mib" if median_of(llmft, "peak_gpu_mib") else "peak_rss_mib"  # on a GPU its memory
+        mem_ours, mem_theirs = median_of(llmft, memory), median_of(trl[best], memory)
         loss_ours, loss_theirs = median_of(llmft, "first_loss"), median_of(trl[best], "first_loss")
-        lines.append(f"\nllmft / TRL's best ({best[1]}): tokens/s x{ours / theirs:.2f}, peak RSS x{mem_ours / mem_theirs:.2f},"
+        shown = "peak GPU memory" if memory == "peak_gpu_mib" else "peak RSS"
+        lines.append(f"\nllmft / TRL's best ({best[1]}): tokens/s x{ours / theirs:.2f}, {shown} x{mem_ours / mem_theirs:.2f},"
                      f" first-step loss {loss_ours:.4f} vs {loss_theirs:.4f} (difference {loss_ours - loss_theirs:+.1e})")
     return "\n".join(lines)
 

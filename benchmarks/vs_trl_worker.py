@@ -185,7 +185,7 @@ def counting(trainer_cls, rows_per_example: int):
                 rows = ids.shape[0] // rows_per_example
             else:  # padding-free: one row of real tokens
                 real = slots = ids.numel()
-                rows = int((inputs["position_ids"] == 0).sum())
+                rows = int((inputs["position_ids"] == 0).sum()) // rows_per_example
             self.step_tokens.append((real, slots, rows))
             return super().training_step(model, inputs, *args, **kwargs)
 
@@ -194,11 +194,16 @@ def counting(trainer_cls, rows_per_example: int):
 
 def run_trl(cfg, workload: str, setting: str, args: dict, out: Path) -> dict:
     from datasets import Dataset
+    from omegaconf import open_dict
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     from llmft.models import embedded
 
+    if cfg.peft.name == "qlora":
+        raise ValueError("no TRL counterpart wired for QLoRA: the GPU suite measures llmft's QLoRA memory alone")
+    with open_dict(cfg):
+        cfg.data.packing = False  # the same steps' examples, as TRL reads them: one row each (padding_free flattens)
     windows, view, tokenizer = llmft_windows(cfg)
     dataset = Dataset.from_list(trl_rows(windows, view, workload))
     weights_bf16 = setting.startswith("bf16_weights")
@@ -216,7 +221,7 @@ def run_trl(cfg, workload: str, setting: str, args: dict, out: Path) -> dict:
                   adam_epsilon=float(cfg.optim.eps), lr_scheduler_type="constant", max_grad_norm=1.0,
                   logging_steps=1, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
                   seed=int(cfg.seed), bf16=autocast, dataloader_num_workers=0, disable_tqdm=True,
-                  gradient_checkpointing=False)
+                  gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
     trainer_cls, config = trl_trainer(workload, common, setting, cfg)
     clock = StepClock()
     trainer = counting(trainer_cls, 2 if view == "pair" else 1)(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
@@ -246,7 +251,8 @@ def trl_trainer(workload: str, common: dict, setting: str, cfg):
         from trl import DPOConfig, DPOTrainer
 
         return DPOTrainer, DPOConfig(**common, beta=float(method.beta), loss_type=["sigmoid"], max_length=None,
-                                     precompute_ref_log_probs=False)
+                                     padding_free="padding_free" in setting,
+                                     precompute_ref_log_probs="precompute_ref" in setting)
     if workload == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -269,6 +275,8 @@ def main() -> None:
             result = run_llmft(overrides, out)
         else:
             result = run_trl(compose(overrides, out), workload, setting, args, out)
+    if torch.cuda.is_available():  # the whole process, model loading included, on both sides
+        result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print("RESULT " + json.dumps({**result, "peak_rss_mib": round(peak_rss_mib(), 1)}), flush=True)
 
 

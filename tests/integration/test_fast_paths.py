@@ -97,6 +97,46 @@ def test_llmft_sdpa_packed_row_equals_each_document_alone():
     torch.testing.assert_close(packed[:, 8:], second, rtol=1e-5, atol=1e-5)
 
 
+def varlen_contract(newer_torch: bool):
+    """`torch.nn.attention.varlen.varlen_attn` as its docstring defines it ([tokens, heads, head_dim],
+    documents at `cu_seq`), by per-document sdpa: the CUDA kernel cannot run on this machine, so this
+    checks the layout llmft hands it. torch 2.13 takes `window_size` and `enable_gqa`, 2.9-2.10 `is_causal`."""
+    def attend(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, **options):
+        assert cu_q.dtype == torch.int32 and options.get("window_size", (-1, 0)) == (-1, 0)
+        assert options.get("is_causal", True) and (newer_torch or k.shape[1] == q.shape[1])
+        bounds = cu_q.tolist()
+        return torch.cat([torch.nn.functional.scaled_dot_product_attention(
+            q[s:e].transpose(0, 1), k[s:e].transpose(0, 1), v[s:e].transpose(0, 1), is_causal=True, scale=scale,
+            enable_gqa=True).transpose(0, 1) for s, e in zip(bounds[:-1], bounds[1:])])
+
+    if newer_torch:
+        return lambda q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False: \
+            attend(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale, window_size=window_size)
+    return lambda q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, is_causal=False: \
+        attend(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale, is_causal=is_causal)
+
+
+@pytest.mark.parametrize("newer_torch", [True, False])
+def test_the_cuda_varlen_call_gives_the_per_document_attention_of_the_loop(monkeypatch, newer_torch):
+    from llmft.models import attention
+
+    monkeypatch.setattr(attention, "varlen_attn", varlen_contract(newer_torch))
+    attention._varlen_parameters.cache_clear()
+    try:
+        module = torch.nn.Module()
+        module.num_key_value_groups = 2
+        generator = torch.Generator().manual_seed(0)
+        query, key, value = (torch.randn(1, heads, 17, 8, generator=generator) for heads in (4, 2, 2))
+        bounds = torch.tensor([0, 5, 11, 17])
+        fast = attention.varlen_causal(query, key, value, bounds, 6, 8**-0.5)
+        loop, _ = attention.sdpa_per_document(module, query, key, value, None, cu_seq_lens_q=bounds, max_length_q=6,
+                                              scaling=8**-0.5, dropout=0.0)  # on a CPU: the loop
+        assert fast.shape == loop.shape == (1, 17, 4, 8)
+        torch.testing.assert_close(fast, loop, rtol=1e-5, atol=1e-6)
+    finally:
+        attention._varlen_parameters.cache_clear()
+
+
 def test_llmft_sdpa_outside_a_packed_row_is_sdpa_bit_for_bit_under_bf16_autocast():
     """The same kernel as transformers' sdpa (and so TRL's): the first-step losses of the two agree."""
     batch = right_padded_batch()

@@ -14,10 +14,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import wandb
+from typing import TYPE_CHECKING
 
 from llmft.network import probe, probe_target
+
+if TYPE_CHECKING:
+    import wandb
 
 FALLBACK_BASE_URL = "https://api.wandb.ai"
 
@@ -33,6 +35,8 @@ class ModeDecision:
 def wandb_settings() -> wandb.Settings:
     """W&B's settings from its settings file and the environment, loaded the way `wandb.init` loads
     them (wandb/sdk/wandb_setup.py, `_load_settings`) but without touching W&B's global state."""
+    import wandb  # here, not at the top: llmft imports (and benchmarks run) without wandb installed
+
     settings = wandb.Settings()
     config_dir = os.environ.get("WANDB_CONFIG_DIR")
     settings.settings_system = str(Path(config_dir).expanduser() / "settings" if config_dir

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import wandb
 from lightning.fabric.utilities.logger import _convert_params
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -116,6 +115,8 @@ class LlmftWandbLogger(WandbLogger):
                     return super().experiment
             except Exception as err:  # wandb raises several types (CommError, AuthenticationError, ...)
                 self._experiment = None
+                import wandb
+
                 wandb.teardown()  # the failed stream keeps the run id busy in W&B's service process
                 self.decision = ModeDecision("offline", f"wandb.init failed online: {type(err).__name__}: {err}")
                 self._wandb_init["mode"] = "offline"
@@ -134,6 +135,8 @@ def wandb_logger(save_dir: str, project: str = "llmft", entity: str | None = Non
     run_id = persisted_run_id(save_dir, id)
     if decision.mode == "offline":
         kwargs.pop("log_model", None)  # Lightning refuses log_model offline; checkpoints stay in the run folder
+    import wandb  # here, not at the top: llmft imports (and benchmarks run) without wandb installed
+
     settings = wandb.Settings(init_timeout=float(init_timeout), disable_git=True, save_code=False, disable_code=True,
                               **({"base_url": decision.base_url} if decision.base_url else {}))
     logger = LlmftWandbLogger(
@@ -155,6 +158,8 @@ def record_run(loggers: Iterable, card: Mapping, reports: Mapping) -> None:
     for logger in loggers:
         if not isinstance(logger, WandbLogger):
             continue
+        import wandb
+
         run = logger.experiment
         if not isinstance(run, wandb.Run):  # disabled (a no-op run), or a rank other than 0
             continue
