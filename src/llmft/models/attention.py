@@ -36,6 +36,7 @@ except ImportError:  # torch < 2.9
 log = logging.getLogger(__name__)
 NAME = "llmft_sdpa"
 BOUNDARY_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+SEGMENTS_KEY = "llmft_pair_segments"  # (start, end, boolean mask) of each segment of one row (models.shared_prompt)
 _varlen_failed: list[str] = []  # the reason the CUDA varlen kernel was given up, logged once
 
 
@@ -72,9 +73,15 @@ def varlen_causal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, b
 
 def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
-    """sdpa; with `cu_seq_lens_q` (one packed row), causal sdpa within each document."""
-    bounds, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
-    kwargs = {k: v for k, v in kwargs.items() if k not in BOUNDARY_KEYS}
+    """sdpa; with `cu_seq_lens_q` (one packed row), causal sdpa within each document; with
+    `SEGMENTS_KEY` (one row of preference pairs sharing their prompts), sdpa within each segment under its mask."""
+    bounds, longest, segments = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q"), kwargs.get(SEGMENTS_KEY)
+    kwargs = {k: v for k, v in kwargs.items() if k not in BOUNDARY_KEYS and k != SEGMENTS_KEY}
+    if segments is not None:
+        outputs = [sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end],
+                                          value[:, :, start:end], mask, **kwargs)[0]
+                   for start, end, mask in segments]
+        return torch.cat(outputs, dim=1), None
     if bounds is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     dropout = kwargs.get("dropout", 0.0)

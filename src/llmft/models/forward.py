@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from llmft.losses import IGNORE_INDEX, token_logps
 from llmft.losses.linear_logps import linear_token_logps
 from llmft.models.attention import NAME as ATTENTION
+from llmft.models.shared_prompt import shared_prompt_layout
 
 
 @contextlib.contextmanager
@@ -140,10 +141,14 @@ class SupervisedLogps:
         return self.grouped(self.rows, n_rows)
 
     def grouped(self, group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum of log p, number of tokens) per group id ([N] -> [n_groups])."""
-        sums = self.logps.new_zeros(n_groups).index_add(0, group, self.logps)
-        counts = torch.zeros(n_groups, dtype=torch.long, device=group.device)
-        return sums, counts.index_add_(0, group, torch.ones_like(group))
+        return group_sums(self.logps, group, n_groups)
+
+
+def group_sums(logps: torch.Tensor, group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log p, number of tokens) per group id ([N] -> [n_groups])."""
+    sums = logps.new_zeros(n_groups).index_add(0, group, logps)
+    counts = torch.zeros(n_groups, dtype=torch.long, device=group.device)
+    return sums, counts.index_add_(0, group, torch.ones_like(group))
 
 
 def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
@@ -185,11 +190,16 @@ def final_hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) 
     """The decoder's output after its final norm, [B, T, H], from a forward that computes no logits. Taken
     by a hook on that norm: `output_hidden_states` would hold every layer's states until the forward
     returns (under no_grad, for a reference or an evaluation, they would otherwise be freed layer by layer)."""
+    return hidden_after_norm(model, model_inputs(model, batch))
+
+
+def hidden_after_norm(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """`final_hidden_states` of the forward `model(**inputs)`."""
     captured = []
-    no_logits = torch.empty(0, dtype=torch.long, device=batch["input_ids"].device)
+    no_logits = torch.empty(0, dtype=torch.long, device=inputs["input_ids"].device)
     hook = model.get_decoder().norm.register_forward_hook(lambda _module, _inputs, out: captured.append(out))
     try:
-        model(**model_inputs(model, batch), logits_to_keep=no_logits)
+        model(**inputs, logits_to_keep=no_logits)
     finally:
         hook.remove()
     return captured[-1]
@@ -234,10 +244,25 @@ def concat_pair(micro: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def pair_logp_sums(model: torch.nn.Module, micro: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """`sequence_logp_sums` of the chosen rows then the rejected rows ([2B] each), in one forward pass
     over both: the policy sees chosen and rejected in the same batch. A packed micro-batch already
-    holds both sides, as documents (`document_logp_sums`)."""
+    holds both sides, as documents (`document_logp_sums`). Where the model allows (a plain output layer,
+    `llmft_sdpa` attention) each pair's shared prompt is computed once (`shared_prompt_logp_sums`)."""
     if is_packed(micro):
         return document_logp_sums(model, micro)
+    head = chunkable_head(model)
+    if head is not None and getattr(model.config, "_attn_implementation", None) == ATTENTION \
+            and all(is_right_padded(micro[f"{side}_attention_mask"]) for side in ("chosen", "rejected")):
+        return shared_prompt_logp_sums(model, head, micro)
     return sequence_logp_sums(model, concat_pair(micro))
+
+
+def shared_prompt_logp_sums(model: torch.nn.Module, head: torch.nn.Linear, micro: dict[str, torch.Tensor]
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pair_logp_sums` with each pair's prompt computed once (`models.shared_prompt`): one row of every
+    pair's [prompt | chosen | rejected], the rejected tokens blind to the chosen ones."""
+    layout = shared_prompt_layout(micro)
+    hidden = hidden_after_norm(model, layout.model_inputs())[0, layout.predictors]
+    logps = linear_token_logps(hidden, head.weight, layout.targets, head.bias)
+    return group_sums(logps, layout.groups, layout.n_groups)
 
 
 
