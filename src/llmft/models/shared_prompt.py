@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from llmft.losses import IGNORE_INDEX
 from llmft.models.attention import SEGMENTS_KEY
@@ -34,7 +35,7 @@ class SharedPromptLayout:
     segments: list[tuple[int, int, torch.Tensor]]  # (start, end, mask [1, 1, L, L]: True = may attend)
     predictors: torch.Tensor  # [N] row positions whose hidden state predicts a supervised token
     targets: torch.Tensor  # [N] the token ids they predict
-    groups: torch.Tensor  # [N] the sequence: chosen row b -> b, rejected row b -> B + b
+    groups: torch.Tensor  # [N] the sequence: chosen row b -> b, rejected row b -> B + b (in this order)
     n_groups: int  # 2B
 
     def model_inputs(self) -> dict:
@@ -42,16 +43,22 @@ class SharedPromptLayout:
                 SEGMENTS_KEY: self.segments}
 
 
-def shared_length(chosen: torch.Tensor, rejected: torch.Tensor, chosen_labels: torch.Tensor,
-                  rejected_labels: torch.Tensor) -> int:
-    """Tokens the two sequences share at their start, stopping before either side's first supervised token."""
-    limit = min(len(chosen), len(rejected))
-    for labels in (chosen_labels, rejected_labels):
-        supervised = torch.nonzero(labels != IGNORE_INDEX).flatten()
-        if len(supervised):
-            limit = min(limit, int(supervised[0]))
-    differ = torch.nonzero(chosen[:limit] != rejected[:limit]).flatten()
-    return int(differ[0]) if len(differ) else limit
+def first_supervised(labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the first supervised token ([B]; the width where there is none)."""
+    supervised = labels != IGNORE_INDEX
+    return torch.where(supervised.any(1), supervised.int().argmax(1), labels.shape[1])
+
+
+def shared_lengths(chosen: torch.Tensor, rejected: torch.Tensor, chosen_labels: torch.Tensor,
+                   rejected_labels: torch.Tensor, chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor
+                   ) -> torch.Tensor:
+    """Per pair ([B], one width for all four [B, W]): the tokens the two sequences share at their start,
+    stopping before either side's first supervised token and at the shorter one's end."""
+    limit = torch.stack([chosen_lengths, rejected_lengths, first_supervised(chosen_labels),
+                         first_supervised(rejected_labels)]).min(0).values
+    columns = torch.arange(chosen.shape[1], device=chosen.device)
+    stop = (chosen != rejected) | (columns >= limit[:, None])
+    return torch.where(stop.any(1), stop.int().argmax(1), limit)
 
 
 def segment_mask(shared: int, chosen_rest: int, rejected_rest: int, device: torch.device) -> torch.Tensor:
@@ -64,31 +71,38 @@ def segment_mask(shared: int, chosen_rest: int, rejected_rest: int, device: torc
 
 
 def shared_prompt_layout(micro: dict[str, torch.Tensor]) -> SharedPromptLayout:
-    """The one-row layout of a right-padded pair micro-batch (`chosen_*` and `rejected_*` fields)."""
-    n_pairs = micro["chosen_input_ids"].shape[0]
+    """The one-row layout of a right-padded pair micro-batch (`chosen_*` and `rejected_*` fields).
+
+    The sizes reach the host once (a single sync on a GPU); the rest is index arithmetic on the device."""
     device = micro["chosen_input_ids"].device
-    ids, positions, segments, predictors, targets, groups = [], [], [], [], [], []
-    start = 0
-    for b in range(n_pairs):
-        side = {}
-        for name in ("chosen", "rejected"):
-            length = int(micro[f"{name}_attention_mask"][b].sum())
-            side[name] = (micro[f"{name}_input_ids"][b, :length], micro[f"{name}_labels"][b, :length])
-        (chosen, chosen_labels), (rejected, rejected_labels) = side["chosen"], side["rejected"]
-        shared = shared_length(chosen, rejected, chosen_labels, rejected_labels)
-        chosen_rest, rejected_rest = len(chosen) - shared, len(rejected) - shared
-        ids += [chosen, rejected[shared:]]
-        positions += [torch.arange(len(chosen), device=device), torch.arange(shared, len(rejected), device=device)]
-        # where token t of each sequence sits in the row
-        chosen_at = start + torch.arange(len(chosen), device=device)
-        rejected_at = torch.cat([chosen_at[:shared], start + len(chosen) + torch.arange(rejected_rest, device=device)])
-        for group, at, labels in ((b, chosen_at, chosen_labels), (n_pairs + b, rejected_at, rejected_labels)):
-            t = torch.nonzero(labels[1:] != IGNORE_INDEX).flatten() + 1
-            predictors.append(at[t - 1])
-            targets.append(labels[t])
-            groups.append(torch.full_like(t, group))
-        end = start + shared + chosen_rest + rejected_rest
-        segments.append((start, end, segment_mask(shared, chosen_rest, rejected_rest, device)))
+    width = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
+    ids, labels, lengths = {}, {}, {}
+    for side in ("chosen", "rejected"):
+        pad = width - micro[f"{side}_input_ids"].shape[1]
+        ids[side] = F.pad(micro[f"{side}_input_ids"], (0, pad))
+        labels[side] = F.pad(micro[f"{side}_labels"], (0, pad), value=IGNORE_INDEX)
+        lengths[side] = micro[f"{side}_attention_mask"].sum(1)
+    shared = shared_lengths(ids["chosen"], ids["rejected"], labels["chosen"], labels["rejected"],
+                            lengths["chosen"], lengths["rejected"])
+    n_pairs = shared.shape[0]
+    sizes = torch.stack([lengths["chosen"], lengths["rejected"], shared], 1).tolist()
+    # where token t of each sequence sits in the row ([B, W], -1 past its end), and what fills the row
+    at = {side: torch.full((n_pairs, width), -1, dtype=torch.long) for side in ids}
+    source, positions, segments, start = [], [], [], 0
+    for b, (chosen_length, rejected_length, prefix) in enumerate(sizes):
+        at["chosen"][b, :chosen_length] = start + torch.arange(chosen_length)
+        at["rejected"][b, :prefix] = at["chosen"][b, :prefix]
+        rejected_rest = rejected_length - prefix
+        at["rejected"][b, prefix:rejected_length] = start + chosen_length + torch.arange(rejected_rest)
+        source += [b * width + torch.arange(chosen_length),
+                   (n_pairs + b) * width + torch.arange(prefix, rejected_length)]
+        positions += [torch.arange(chosen_length), torch.arange(prefix, rejected_length)]
+        end = start + chosen_length + rejected_rest
+        segments.append((start, end, segment_mask(prefix, chosen_length - prefix, rejected_rest, device)))
         start = end
-    return SharedPromptLayout(torch.cat(ids)[None], torch.cat(positions)[None], segments, torch.cat(predictors),
-                              torch.cat(targets), torch.cat(groups), 2 * n_pairs)
+    flat = torch.cat([ids["chosen"], ids["rejected"]]).flatten()
+    both_labels = torch.cat([labels["chosen"], labels["rejected"]])  # chosen rows 0..B-1, rejected B..2B-1
+    both_at = torch.cat([at["chosen"], at["rejected"]]).to(device)
+    rows, cols = torch.nonzero(both_labels[:, 1:] != IGNORE_INDEX, as_tuple=True)
+    return SharedPromptLayout(flat[torch.cat(source).to(device)][None], torch.cat(positions).to(device)[None],
+                              segments, both_at[rows, cols], both_labels[rows, cols + 1], rows, 2 * n_pairs)
