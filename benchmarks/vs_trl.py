@@ -44,7 +44,7 @@ WORKLOADS = {  # llmft's overrides; TRL gets the same method, peft and data
 }
 TRL_SETTINGS = ("fp32", "bf16_autocast", "bf16_weights", "bf16_autocast+padding_free")
 FIELDS = ("tokens_per_s", "examples_per_s", "median_step_seconds", "peak_rss_mib", "peak_gpu_mib",
-          "padding_fraction", "first_loss", "mean_loss")
+          "peak_gpu_reserved_mib", "padding_fraction", "first_loss", "mean_loss")
 
 
 def cpu_flags() -> str:
@@ -73,12 +73,13 @@ def run_worker(args: argparse.Namespace, side: str, workload: str, setting: str,
     try:
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     except subprocess.TimeoutExpired as err:
-        out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
-        tail = "\n".join(out.splitlines()[-5:])
+        out = "".join(part.decode(errors="replace") if isinstance(part, bytes) else (part or "")
+                      for part in (err.stdout, err.stderr))
+        tail = "\n".join(out.splitlines()[-8:])
         return {"side": side, "workload": workload, "setting": setting, "error": f"{tail}\ntimed out after {timeout:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:]) or f"exit status {done.returncode}, no output"
         return {"side": side, "workload": workload, "setting": setting, "error": tail}
     result = json.loads(lines[-1][len("RESULT "):])
     return {**result, "side": side, "workload": workload, "setting": setting,
@@ -97,8 +98,8 @@ def table(workload: str, results: list[dict]) -> str:
     for side, setting in sides:
         got = rows[(side, setting)]
         cells = [_cell(median_of(got, f)) for f in FIELDS]
-        errors = [r["error"].splitlines()[-1] for r in results if (r["side"], r["setting"]) == (side, setting)
-                  and "error" in r]
+        errors = [(r["error"].splitlines() or ["no output"])[-1] for r in results
+                  if (r["side"], r["setting"]) == (side, setting) and "error" in r]
         lines.append(f"| {side} {setting} | " + " | ".join(cells) + f" | {len(got)}"
                      + (f" ({len(errors)} failed: {errors[0]})" if errors else "") + " |")
     llmft = rows.get(next((s for s in sides if s[0] == "llmft"), None), [])

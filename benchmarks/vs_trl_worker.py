@@ -142,6 +142,8 @@ class StepClock:
         self.started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():  # the step's kernels done, not just queued (llmft's Throughput does the same)
+            torch.cuda.synchronize()
         self.ends.append(time.perf_counter())
 
     def __getattr__(self, name):  # every other callback event: nothing
@@ -277,6 +279,7 @@ def main() -> None:
             result = run_trl(compose(overrides, out), workload, setting, args, out)
     if torch.cuda.is_available():  # the whole process, model loading included, on both sides
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        result["peak_gpu_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)  # what the card holds
     print("RESULT " + json.dumps({**result, "peak_rss_mib": round(peak_rss_mib(), 1)}), flush=True)
 
 

@@ -2,7 +2,7 @@
 
 A step's time is the wall time from the end of the previous optimizer step (or the start of the
 epoch, or the end of a validation pass) to the end of this one: data loading, forward, backward,
-the optimizer and logging, everything a researcher waits for. The first `warmup_steps` steps are
+the optimizer and logging, everything a researcher waits for (on a GPU, until its kernels finish). The first `warmup_steps` steps are
 left out of the rates (allocator and kernel warm-up, lazy initialisation). Tokens are the real
 (non-padding) tokens the forward passes computed over, counted as the data layer counts them
 (`data.packing.forward_slots`), so the padding fraction is of the same batches.
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import lightning as L
+import torch
 
 from llmft.data.packing import forward_slots
 from llmft.models.forward import runs_padding_free
@@ -48,6 +49,8 @@ class Throughput(L.Callback):
         self._restart()  # a validation pass is not part of the next step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if pl_module.device.type == "cuda":  # the step's kernels finished, not only queued
+            torch.cuda.synchronize(pl_module.device)
         now = time.perf_counter()
         started = self._clock if self._clock is not None else now
         micros = batch if isinstance(batch, list) else [batch]

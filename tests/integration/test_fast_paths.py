@@ -100,7 +100,8 @@ def test_llmft_sdpa_packed_row_equals_each_document_alone():
 def varlen_contract(newer_torch: bool):
     """`torch.nn.attention.varlen.varlen_attn` as its docstring defines it ([tokens, heads, head_dim],
     documents at `cu_seq`), by per-document sdpa: the CUDA kernel cannot run on this machine, so this
-    checks the layout llmft hands it. torch 2.13 takes `window_size` and `enable_gqa`, 2.9-2.10 `is_causal`."""
+    checks the layout llmft hands it. torch 2.13 takes `window_size`, `enable_gqa` and `scale`; 2.9
+    `is_causal` and no scale (the default 1/sqrt(head_dim) then)."""
     def attend(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, **options):
         assert cu_q.dtype == torch.int32 and options.get("window_size", (-1, 0)) == (-1, 0)
         assert options.get("is_causal", True) and (newer_torch or k.shape[1] == q.shape[1])
@@ -112,8 +113,8 @@ def varlen_contract(newer_torch: bool):
     if newer_torch:
         return lambda q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False: \
             attend(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale, window_size=window_size)
-    return lambda q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, is_causal=False: \
-        attend(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale, is_causal=is_causal)
+    return lambda q, k, v, cu_q, cu_k, max_q, max_k, *, is_causal=False, return_aux=None: \
+        attend(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=is_causal)
 
 
 @pytest.mark.parametrize("newer_torch", [True, False])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 
 import torch
 from transformers import AttentionInterface
@@ -40,9 +41,17 @@ SEGMENTS_KEY = "llmft_pair_segments"  # (start, end, boolean mask) of each segme
 _varlen_failed: list[str] = []  # the reason the CUDA varlen kernel was given up, logged once
 
 
+def unused_mask(device: torch.device) -> torch.Tensor:
+    """The attention mask given with a packed or segmented row. transformers passes a 4-D mask through
+    as it is; without one it would detect the packing from the position ids (a host sync) and build a
+    [tokens, tokens] mask that `sdpa_per_document` never reads in those rows."""
+    return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
+
+
 def can_use_varlen(query: torch.Tensor, dropout: float) -> bool:
+    """The CUDA varlen kernel applies (`LLMFT_VARLEN=0` turns it off: the per-document loop instead)."""
     return (varlen_attn is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
-            and dropout == 0.0 and not _varlen_failed)
+            and dropout == 0.0 and not _varlen_failed and os.environ.get("LLMFT_VARLEN", "1") != "0")
 
 
 @functools.cache
@@ -57,7 +66,11 @@ def varlen_causal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, b
     repeated where this torch's `varlen_attn` does not take `enable_gqa`."""
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [tokens, heads, head_dim]
     accepted = _varlen_parameters()
-    options: dict = {"scale": scale}
+    options: dict = {}
+    if "scale" in accepted:
+        options["scale"] = scale
+    elif scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-12:  # torch 2.9: only the default scale
+        raise ValueError(f"this torch's varlen_attn takes no scale, and the model's is {scale}")
     if "window_size" in accepted:
         options["window_size"] = (-1, 0)
     else:  # torch 2.9-2.10
@@ -89,6 +102,8 @@ def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         try:
             return varlen_causal(query, key, value, bounds, int(longest or query.shape[2]),
                                  kwargs.get("scaling")), None
+        except torch.OutOfMemoryError:
+            raise
         except (RuntimeError, TypeError, ValueError) as err:  # an unsupported head size or GPU: the loop below
             _varlen_failed.append(f"{type(err).__name__}: {err}")
             log.warning("llmft_sdpa: PyTorch's varlen attention failed (%s); packed rows use per-document sdpa",

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from llmft.losses import IGNORE_INDEX, token_logps
 from llmft.losses.linear_logps import linear_token_logps
 from llmft.models.attention import NAME as ATTENTION
+from llmft.models.attention import unused_mask
 from llmft.models.shared_prompt import shared_prompt_layout
 
 
@@ -75,6 +76,8 @@ def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict
         inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
         if runs_padding_free(model) and batch["input_ids"].shape[0] == 1:
             inputs |= document_bounds(batch["position_ids"])
+            if not uses_flash_attention(model):
+                inputs["attention_mask"] = unused_mask(batch["input_ids"].device)
         return inputs
     mask = batch["attention_mask"]
     if not uses_flash_attention(model) and is_right_padded(mask):
@@ -249,10 +252,19 @@ def pair_logp_sums(model: torch.nn.Module, micro: dict[str, torch.Tensor]) -> tu
     if is_packed(micro):
         return document_logp_sums(model, micro)
     head = chunkable_head(model)
+    longest = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
     if head is not None and getattr(model.config, "_attn_implementation", None) == ATTENTION \
+            and no_sliding_window_within(model, longest) \
             and all(is_right_padded(micro[f"{side}_attention_mask"]) for side in ("chosen", "rejected")):
         return shared_prompt_logp_sums(model, head, micro)
     return sequence_logp_sums(model, concat_pair(micro))
+
+
+def no_sliding_window_within(model: torch.nn.Module, length: int) -> bool:
+    """No sliding attention window shorter than `length` (Mistral, Qwen2/3 and Phi-3 configs may set one):
+    the segments of `shared_prompt_logp_sums` attend with a plain causal mask."""
+    window = getattr(model.config, "sliding_window", None)
+    return window is None or getattr(model.config, "use_sliding_window", True) is False or length <= window
 
 
 def shared_prompt_logp_sums(model: torch.nn.Module, head: torch.nn.Linear, micro: dict[str, torch.Tensor]

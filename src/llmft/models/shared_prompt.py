@@ -14,6 +14,9 @@ position that predicts it (`predictors`) with its id (`targets`) and its sequenc
 rows 0..B-1, rejected B..2B-1, as `concat_pair` orders them).
 
 The shared prefix stops before the first supervised token of either side, so it is prompt only.
+`forward.pair_logp_sums` takes this layout only under `llmft_sdpa`, with a plain output layer, and where
+no sliding attention window is shorter than the pair's sequences. With dropout on (preference methods
+turn it off by default) the prefix's dropout mask is shared by both sides, where two forwards draw two.
 On the bundled preference pairs (SmolLM2's template: its system prompt, a question, short answers)
 the prompt is 69 tokens of a pair's 152 (chosen 6, rejected 7): 46% of the tokens are computed once.
 """
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from llmft.losses import IGNORE_INDEX
-from llmft.models.attention import SEGMENTS_KEY
+from llmft.models.attention import SEGMENTS_KEY, unused_mask
 
 
 @dataclass
@@ -40,7 +43,7 @@ class SharedPromptLayout:
 
     def model_inputs(self) -> dict:
         return {"input_ids": self.input_ids, "position_ids": self.position_ids, "use_cache": False,
-                SEGMENTS_KEY: self.segments}
+                "attention_mask": unused_mask(self.input_ids.device), SEGMENTS_KEY: self.segments}
 
 
 def first_supervised(labels: torch.Tensor) -> torch.Tensor:
@@ -73,7 +76,8 @@ def segment_mask(shared: int, chosen_rest: int, rejected_rest: int, device: torc
 def shared_prompt_layout(micro: dict[str, torch.Tensor]) -> SharedPromptLayout:
     """The one-row layout of a right-padded pair micro-batch (`chosen_*` and `rejected_*` fields).
 
-    The sizes reach the host once (a single sync on a GPU); the rest is index arithmetic on the device."""
+    On a GPU it reads the sizes and the supervised positions on the host (two syncs) and copies three
+    small index tensors to the device; the rest is index arithmetic there."""
     device = micro["chosen_input_ids"].device
     width = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
     ids, labels, lengths = {}, {}, {}
