@@ -61,3 +61,19 @@ def test_the_bundled_pairs_share_most_of_their_tokens(smollm2_tokenizer):
     both = int(micro["chosen_attention_mask"].sum() + micro["rejected_attention_mask"].sum())
     assert layout.input_ids.shape[1] < 0.7 * both
     assert layout.n_groups == 16 and len(layout.segments) == 8
+
+
+def test_a_sliding_window_shorter_than_the_pairs_keeps_the_concatenated_forward(monkeypatch):
+    """The segments attend with a plain causal mask: a model whose window is shorter than its
+    sequences (Mistral, Qwen2/3, Phi-3 configs may set one) must keep transformers' own masking."""
+    calls = []
+    monkeypatch.setattr(forward, "shared_prompt_logp_sums", lambda *a: calls.append(1))
+    handle = models.build(models.ModelSpec("llmft:tiny"), models.LoraSpec(), FP32)
+    micro = WindowCollator(2, handle.tokenizer.pad_token_id)(examples("pair", handle, 2))[0]
+    width = max(micro["chosen_input_ids"].shape[1], micro["rejected_input_ids"].shape[1])
+    handle.model.config.sliding_window = width - 1
+    forward.pair_logp_sums(handle.model, micro)
+    assert not calls
+    handle.model.config.sliding_window = width
+    forward.pair_logp_sums(handle.model, micro)
+    assert calls
