@@ -91,10 +91,7 @@ def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     bounds, longest, segments = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q"), kwargs.get(SEGMENTS_KEY)
     kwargs = {k: v for k, v in kwargs.items() if k not in BOUNDARY_KEYS and k != SEGMENTS_KEY}
     if segments is not None:
-        outputs = [sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end],
-                                          value[:, :, start:end], mask, **kwargs)[0]
-                   for start, end, mask in segments]
-        return torch.cat(outputs, dim=1), None
+        return attend_segments(module, query, key, value, segments, **kwargs), None
     if bounds is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     dropout = kwargs.get("dropout", 0.0)
@@ -108,12 +105,20 @@ def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.T
             _varlen_failed.append(f"{type(err).__name__}: {err}")
             log.warning("llmft_sdpa: PyTorch's varlen attention failed (%s); packed rows use per-document sdpa",
                         _varlen_failed[0])
-    kwargs["is_causal"] = True
     edges = bounds.tolist()
+    return attend_segments(module, query, key, value, [(start, end, None) for start, end in zip(edges[:-1], edges[1:])
+                                                        if end > start], **kwargs), None
+
+
+@torch.compiler.disable  # under `model.compile`, a graph break: the rows' layouts change every batch
+def attend_segments(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    segments: list[tuple[int, int, torch.Tensor | None]], **kwargs) -> torch.Tensor:
+    """sdpa over each (start, end, mask) slice of one row, [1, tokens, heads, head_dim]; no mask: causal."""
+    kwargs.pop("is_causal", None)
     outputs = [sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-                                      None, **kwargs)[0]
-               for start, end in zip(edges[:-1], edges[1:]) if end > start]
-    return torch.cat(outputs, dim=1), None  # [1, tokens, heads, head_dim]
+                                      mask, **kwargs, is_causal=mask is None)[0]
+               for start, end, mask in segments]
+    return torch.cat(outputs, dim=1)
 
 
 AttentionInterface.register(NAME, sdpa_per_document)
