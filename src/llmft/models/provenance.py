@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -62,13 +63,39 @@ def weights_sha256(folder: str | Path) -> str | None:
 @lru_cache(maxsize=8)
 def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
     total = hashlib.sha256()
-    for path, _, _ in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        total.update(f"{Path(path).name}:{digest.hexdigest()}\n".encode())
+    for path, size, mtime_ns in files:
+        total.update(f"{Path(path).name}:{file_sha256(path, size, mtime_ns)}\n".encode())
     return total.hexdigest()
+
+
+def digest_cache_path() -> Path:
+    return embedded.cache_root() / "weights_sha256.json"
+
+
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of one weight file, kept in `digest_cache_path()` under its path, size and modification
+    time: an 8B model's 16 GB take 10-20 s to hash, at every run's start otherwise."""
+    key = f"{Path(path).resolve()}|{size}|{mtime_ns}"
+    cache_file = digest_cache_path()
+    try:
+        known = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    known[key] = digest.hexdigest()
+    try:  # written whole, then renamed: a concurrent run reads the old or the new file, never half of one
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(known, indent=0))
+        os.replace(partial, cache_file)
+    except OSError as err:  # a read-only cache: hash again next time
+        log.debug("weight digests not cached in %s: %s", cache_file, err)
+    return known[key]
 
 
 def readme(base: BaseModel, kind: str) -> str:
