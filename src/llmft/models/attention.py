@@ -1,4 +1,5 @@
-"""Per-document attention for padding-free packed batches with sdpa (any device, flash-attn not needed).
+"""Per-document attention for padding-free packed batches with sdpa (any device, flash-attn not needed),
+and per-segment attention for preference pairs sharing their prompt (`models.shared_prompt`).
 
 A packed micro-batch can run as one row of real tokens, every document after the other, with its
 `position_ids` restarting at each document: no padding at all (`forward.packed_for`). flash-attn's
@@ -10,7 +11,7 @@ exactly each document's own attention, nothing computed across documents.
 
 On a CUDA GPU in half precision the documents of a packed row go to PyTorch's own flash-attention
 varlen kernel (`torch.nn.attention.varlen.varlen_attn`, torch >= 2.9) in one call instead of one
-sdpa call each: the same attention, no per-document loop and no host sync.
+sdpa call each: the same attention, without the per-document loop (and its host sync on the bounds).
 
 Outside a packed row it is transformers' sdpa unchanged, so under autocast its losses equal TRL's (the
 same kernel). An earlier version computed attention as bf16 matmuls with a float32 softmax when training
