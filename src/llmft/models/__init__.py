@@ -12,7 +12,7 @@ from llmft.models.factory import ModelSpec, PrecisionSpec, compile_layers, load_
 from llmft.models.handle import ModelHandle
 from llmft.models.heads import build_head, load_head
 from llmft.models.adapters import (FullSpec, LoraSpec, PeftSpec, keep_4bit_weights_differentiable, load_adapter,
-                                   quantization_config, skip_adapter_input_casts, store_frozen_linears, wrap)
+                                   fold_lora_scaling, quantization_config, skip_adapter_input_casts, store_frozen_linears, wrap)
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,16 @@ def load_lineage(model: ModelSpec, tokenizer, precision: PrecisionSpec, peft: Pe
 
 
 def frozen_linears(model: torch.nn.Module, peft: PeftSpec, precision: PrecisionSpec) -> None:
-    """A LoRA base's frozen Linear weights in the autocast dtype (`PrecisionSpec.frozen_linear_dtype`), and
-    no float32 copy of the adapters' inputs (`skip_adapter_input_casts`): bit for bit the same training."""
+    """A LoRA base's frozen Linear weights in the autocast dtype (`PrecisionSpec.frozen_linear_dtype`), no
+    float32 copy of the adapters' inputs (`skip_adapter_input_casts`), and the LoRA scaling folded into
+    `lora_B` (`fold_lora_scaling`): bit for bit the same training, in fewer passes over the activations."""
+    if peft.quantize is not None or isinstance(peft, FullSpec):
+        return
     dtype = precision.frozen_linear_dtype
-    if dtype is not None and peft.quantize is None and not isinstance(peft, FullSpec):
+    if dtype is not None:
         log.info("%d frozen Linear weights stored in %s (autocast's dtype)", store_frozen_linears(model, dtype), dtype)
         skip_adapter_input_casts(model)
+    fold_lora_scaling(model)
 
 
 def describe_base(model: ModelSpec) -> provenance.BaseModel:

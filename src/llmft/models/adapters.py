@@ -5,11 +5,14 @@ A new PEFT method = a spec dataclass here + a branch in `wrap` + `conf/peft/<nam
 from __future__ import annotations
 
 import contextlib
+import math
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from llmft.models.factory import DTYPES, bf16_is_fast
@@ -119,6 +122,48 @@ def skip_adapter_input_casts(model: torch.nn.Module) -> int:
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and plain(m)]
     for layer in layers:
         layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
+def is_power_of_two(value: float) -> bool:
+    mantissa, _ = math.frexp(value)
+    return value > 0 and mantissa == 0.5
+
+
+def plain_lora_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """peft's `lora.Linear.forward` for plain adapters whose scaling is a power of two (alpha / r = 2 by
+    default), in fewer passes over the [tokens, out_features] activations: the scaling is folded into
+    `lora_B`'s weight (an exact multiplication, so every rounding is the one of `lora_B(h) * scaling`) and
+    the update is added in place to the base output (which the base's backward does not keep). The same
+    values and gradients bit for bit, without the scaled copy, its backward multiplication and the sum's
+    allocation. Anything else (merged, disabled, mixed adapters, dropout, variants, bias) is peft's."""
+    names = [name for name in layer.active_adapters if name in layer.lora_A]
+    if (args or kwargs or layer.disable_adapters or layer.merged
+            or not all(_foldable(layer, name) for name in names)):
+        return type(layer).forward(layer, x, *args, **kwargs)
+    result = layer.base_layer(x)
+    for name in names:
+        lora_A = layer.lora_A[name]
+        update = F.linear(lora_A(layer._cast_input_dtype(x, lora_A.weight.dtype)),
+                          layer.lora_B[name].weight * layer.scaling[name])
+        if update.dtype != result.dtype:
+            return type(layer).forward(layer, x)
+        result.add_(update)
+    return result
+
+
+def _foldable(layer, name: str) -> bool:
+    return (isinstance(layer.lora_dropout[name], torch.nn.Identity) and name not in layer.lora_variant
+            and layer.lora_B[name].bias is None and is_power_of_two(float(layer.scaling[name])))
+
+
+def fold_lora_scaling(model: torch.nn.Module) -> int:
+    """Give every plain LoRA Linear over an `nn.Linear` `plain_lora_forward`. Returns how many layers."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    layers = [m for m in model.modules() if type(m) is LoraLinear and type(m.base_layer) is torch.nn.Linear]
+    for layer in layers:
+        layer.forward = types.MethodType(plain_lora_forward, layer)
     return len(layers)
 
 

@@ -168,6 +168,29 @@ def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     return head if type(head) is torch.nn.Linear else None  # not a LoRA-wrapped or quantised head
 
 
+CAST_ATTRIBUTE = "_llmft_cast_weight"  # on the head module: (weight version, dtype, storage), its cast
+
+
+def head_weight(head: torch.nn.Linear) -> torch.Tensor:
+    """The output projection's weight as the chunked log-probs multiply by it: under autocast, a frozen
+    float32 weight (LoRA's tied embeddings) cast to the autocast dtype once and kept while it is unchanged
+    (its version counter), instead of a new cast, 28M values for SmolLM2, in every forward. A trainable
+    weight, or no autocast, is passed as it is (`linear_token_logps` casts as `nn.Linear` would)."""
+    weight = head.weight
+    device = weight.device.type
+    if weight.requires_grad or not torch.is_autocast_enabled(device) or not weight.is_floating_point():
+        return weight
+    dtype = torch.get_autocast_dtype(device)
+    if weight.dtype == dtype:
+        return weight
+    key = (weight._version, dtype, weight.data_ptr())
+    cached = head.__dict__.get(CAST_ATTRIBUTE)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = head.__dict__[CAST_ATTRIBUTE] = (key, weight.to(dtype))
+    return cached[1]
+
+
 def supervised_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> SupervisedLogps:
     """log p of each supervised token, the vocabulary projection computed only at the positions that
     predict one. `batch` is in the layout the model runs (`packed_for`).
@@ -186,7 +209,7 @@ def supervised_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor
         column = torch.searchsorted(keep, cols - 1) + 1  # where labels[:, c] sits in kept_labels
         return SupervisedLogps(logps[rows, column], rows, cols)
     hidden = final_hidden_states(model, batch)[rows, cols - 1]
-    return SupervisedLogps(linear_token_logps(hidden, head.weight, labels[rows, cols], head.bias), rows, cols)
+    return SupervisedLogps(linear_token_logps(hidden, head_weight(head), labels[rows, cols], head.bias), rows, cols)
 
 
 def final_hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -273,7 +296,7 @@ def shared_prompt_logp_sums(model: torch.nn.Module, head: torch.nn.Linear, micro
     pair's [prompt | chosen | rejected], the rejected tokens blind to the chosen ones."""
     layout = shared_prompt_layout(micro)
     hidden = hidden_after_norm(model, layout.model_inputs())[0, layout.predictors]
-    logps = linear_token_logps(hidden, head.weight, layout.targets, head.bias)
+    logps = linear_token_logps(hidden, head_weight(head), layout.targets, head.bias)
     return group_sums(logps, layout.groups, layout.n_groups)
 
 

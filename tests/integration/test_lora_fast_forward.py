@@ -1,0 +1,104 @@
+"""LoRA's folded forward (`models.adapters.plain_lora_forward`) and the cached cast of a frozen output layer
+(`models.forward.head_weight`) compute bit for bit what peft's forward and a fresh cast compute (tiny Llama)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from peft.tuners.lora.layer import Linear as LoraLinear
+
+from llmft import models
+from llmft.models import forward
+from llmft.models.adapters import is_power_of_two, plain_lora_forward
+from llmft.models.forward import head_weight, supervised_nll_sum
+
+SPEC = models.ModelSpec("llmft:tiny")
+
+
+def batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(10, 4000, (3, 14), generator=generator)
+    mask = torch.tensor([[1] * n + [0] * (14 - n) for n in (14, 9, 11)])
+    labels = torch.where(mask.bool(), input_ids, torch.full_like(input_ids, -100))
+    labels[:, :5] = -100
+    return {"input_ids": input_ids.masked_fill(~mask.bool(), 0), "attention_mask": mask, "labels": labels}
+
+
+def build(lora: models.LoraSpec, precision: str) -> models.ModelHandle:
+    torch.manual_seed(0)
+    handle = models.build(SPEC, lora, models.PrecisionSpec(precision))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # B nonzero, so the adapters change the result
+        for p in handle.trainable_parameters().values():
+            p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+    return handle
+
+
+def loss_and_grads(handle: models.ModelHandle, precision: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        nll, n = supervised_nll_sum(handle.model, batch())
+    (nll / n).backward()
+    grads = {name: p.grad.clone() for name, p in handle.trainable_parameters().items()}
+    handle.model.zero_grad(set_to_none=True)
+    return (nll / n).detach(), grads
+
+
+def peft_forward_everywhere(model: torch.nn.Module) -> int:
+    """Take the folded forward off every LoRA layer (peft's class forward again); how many had it."""
+    folded = [m for m in model.modules() if isinstance(m, LoraLinear) and "forward" in m.__dict__]
+    for layer in folded:
+        del layer.forward
+    return len(folded)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_the_folded_lora_forward_gives_peft_s_loss_and_gradients_bit_for_bit(precision, monkeypatch):
+    handle = build(models.LoraSpec(r=8, alpha=32), precision)  # scaling 4
+    fast_loss, fast_grads = loss_and_grads(handle, precision)
+    lora_layers = [m for m in handle.model.modules() if isinstance(m, LoraLinear)]
+    assert peft_forward_everywhere(handle.model) == len(lora_layers) == 7 * handle.model.config.num_hidden_layers
+    monkeypatch.setattr(forward, "head_weight", lambda head: head.weight)  # and the head cast afresh
+    peft_loss, peft_grads = loss_and_grads(handle, precision)
+    assert torch.equal(fast_loss, peft_loss)
+    assert fast_grads.keys() == peft_grads.keys()
+    for name in peft_grads:
+        torch.testing.assert_close(fast_grads[name], peft_grads[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("lora", [models.LoraSpec(r=16, alpha=24), models.LoraSpec(dropout=0.1)],
+                         ids=["scaling 1.5", "dropout"])
+def test_a_scaling_that_is_not_a_power_of_two_or_dropout_keeps_peft_s_forward(lora):
+    """Folding 1.5 into lora_B would round differently from peft's `lora_B(h) * 1.5`: such layers (and
+    layers with dropout) go through peft's own forward, the same values as without the fast path."""
+    handle = build(lora, "bf16-mixed")
+    handle.model.eval()  # dropout off, so two forwards can be compared
+    layer = next(m for m in handle.model.modules() if isinstance(m, LoraLinear))
+    x = torch.randn(2, 5, layer.in_features, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        through_fast_path = plain_lora_forward(layer, x)
+        peft_own = type(layer).forward(layer, x)
+        folded_anyway = layer.base_layer(x) + torch.nn.functional.linear(
+            layer.lora_A["default"](x), layer.lora_B["default"].weight * layer.scaling["default"])
+    assert torch.equal(through_fast_path, peft_own)
+    if lora.dropout == 0.0:
+        assert not torch.equal(folded_anyway, peft_own)  # what the guard prevents
+
+
+def test_powers_of_two():
+    assert all(is_power_of_two(v) for v in (1.0, 2.0, 4.0, 0.5, 0.25, 1024.0))
+    assert not any(is_power_of_two(v) for v in (1.5, 3.0, 0.3, 0.0, -2.0))
+
+
+def test_a_frozen_output_layer_is_cast_once_and_again_after_it_changes():
+    handle = build(models.LoraSpec(), "bf16-mixed")
+    head = handle.model.get_output_embeddings()
+    assert not head.weight.requires_grad and head.weight.dtype == torch.float32
+    assert head_weight(head) is head.weight  # no autocast: as it is
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first, again = head_weight(head), head_weight(head)
+        assert first is again and first.dtype == torch.bfloat16 and torch.equal(first, head.weight.to(torch.bfloat16))
+        with torch.no_grad():
+            head.weight.mul_(2)  # e.g. weights loaded in place: the version counter moves
+        changed = head_weight(head)
+        assert changed is not first and torch.equal(changed, head.weight.to(torch.bfloat16))
+        head.weight.requires_grad_(True)
+        assert head_weight(head) is head.weight  # a trainable head is cast by the matmul, every time
