@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from llmft import models, objective, reference_cache, resume, run_card
+from llmft import allocator, models, objective, reference_cache, resume, run_card
 from llmft.checkpoints import ResumeCheckpoints
 from llmft.console import quiet_console
 from llmft.data import formats
@@ -177,6 +177,7 @@ def check_data(data_spec, method_cls, data_name: str, method_name: str) -> None:
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     quiet_console()
+    allocator.keep_freed_memory()
     cfg, out, resume_point = resume.resolve(cfg, Path(cfg.paths.output_dir), task_overrides())
     L.seed_everything(cfg.seed, workers=True)
 

@@ -138,8 +138,10 @@ def test_the_cuda_varlen_call_gives_the_per_document_attention_of_the_loop(monke
         attention._varlen_parameters.cache_clear()
 
 
-def test_llmft_sdpa_outside_a_packed_row_is_sdpa_bit_for_bit_under_bf16_autocast():
-    """The same kernel as transformers' sdpa (and so TRL's): the first-step losses of the two agree."""
+def test_llmft_sdpa_outside_a_packed_row_is_sdpa_bit_for_bit_under_bf16_autocast(monkeypatch):
+    """The same kernel as transformers' sdpa (and so TRL's): the first-step losses of the two agree. With the
+    flash backward the gradients too (the matmul backward's: test_attention_backward.py)."""
+    monkeypatch.setenv("LLMFT_ATTENTION_BACKWARD", "flash")
     batch = right_padded_batch()
     results = []
     for attention in (None, "sdpa"):

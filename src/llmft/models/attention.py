@@ -26,6 +26,7 @@ import logging
 import os
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -93,6 +94,8 @@ def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     kwargs = {k: v for k, v in kwargs.items() if k not in BOUNDARY_KEYS and k != SEGMENTS_KEY}
     if segments is not None:
         return attend_segments(module, query, key, value, segments, **kwargs), None
+    if bounds is None and uses_matmul_backward(module, query, key, attention_mask, kwargs):
+        return causal_attention(query, key, value, kwargs.get("scaling")).transpose(1, 2).contiguous(), None
     if bounds is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     dropout = kwargs.get("dropout", 0.0)
@@ -109,6 +112,68 @@ def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     edges = bounds.tolist()
     return attend_segments(module, query, key, value, [(start, end, None) for start, end in zip(edges[:-1], edges[1:])
                                                         if end > start], **kwargs), None
+
+
+MATMUL_BACKWARD_MAX_SCORES = 1 << 24  # float32 scores the matmul backward may hold at once (64 MiB)
+
+
+def uses_matmul_backward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                         attention_mask: torch.Tensor | None, kwargs: dict) -> bool:
+    """Plain causal self-attention being trained on a CPU, short enough for `causal_attention`'s backward."""
+    scores = query.shape[0] * query.shape[1] * query.shape[2] * key.shape[2]
+    return (query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad
+            and attention_mask is None and 1 < query.shape[2] == key.shape[2] and getattr(module, "is_causal", True)
+            and not kwargs.get("dropout") and kwargs.get("sliding_window") is None and kwargs.get("softcap") is None
+            and query.shape[1] % key.shape[1] == 0 and scores <= MATMUL_BACKWARD_MAX_SCORES
+            and os.environ.get("LLMFT_ATTENTION_BACKWARD", "matmul") == "matmul")
+
+
+def causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None
+                     ) -> torch.Tensor:
+    """Causal sdpa, [batch, heads, tokens, head_dim] (key and value may have fewer, grouped heads): the
+    forward is sdpa's own call, the same kernel on the same inputs as transformers' sdpa path, so the same
+    values bit for bit; the backward is `_CausalAttention`'s."""
+    device = query.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+    return _CausalAttention.apply(query, key, value, dtype, scale)
+
+
+class _CausalAttention(torch.autograd.Function):
+    """The gradients of causal attention by batched matmuls over the whole [tokens, tokens] scores,
+    softmax recomputed in float32. On a CPU the flash kernel's backward takes most of a short sequence's
+    attention time (measured: about 30 of 40 ms for 8 x 185 tokens, 9 heads of 64); the scores of a
+    training sequence are small there (`MATMUL_BACKWARD_MAX_SCORES`). The matmul inputs are in the
+    attention's dtype (bf16 under autocast), as flash-attention's own backward takes them."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, dtype, scale):
+        q, k, v = (t.to(dtype) for t in (query, key, value))  # autocast's casts, made here to be kept
+        with torch.autocast(query.device.type, enabled=False):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                 enable_gqa=k.shape[1] != q.shape[1])
+        ctx.save_for_backward(q, k, v, out)
+        ctx.scale = q.shape[-1] ** -0.5 if scale is None else scale
+        ctx.dtypes = (query.dtype, key.dtype, value.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out = ctx.saved_tensors
+        batch, heads, tokens, head_dim = q.shape
+        groups = heads // k.shape[1]
+        grouped = (batch, k.shape[1], groups * tokens, head_dim)  # query heads of one key head, stacked
+        q_g, grad_g = q.reshape(grouped), grad_out.to(q.dtype).reshape(grouped)
+        with torch.autocast(q.device.type, enabled=False):
+            scores = (q_g @ k.transpose(-1, -2)).float().mul_(ctx.scale)
+            causal = torch.ones(tokens, tokens, dtype=torch.bool, device=q.device).tril_()
+            scores.view(batch, k.shape[1], groups, tokens, tokens).masked_fill_(~causal, float("-inf"))
+            probs = torch.softmax(scores, dim=-1)
+            delta = (grad_out.float() * out.float()).sum(-1).reshape(*grouped[:3], 1)
+            grad_scores = (grad_g @ v.transpose(-1, -2)).float().sub_(delta).mul_(probs).mul_(ctx.scale).to(q.dtype)
+            grad_value = probs.to(q.dtype).transpose(-1, -2) @ grad_g
+            grad_query = (grad_scores @ k).reshape(q.shape)
+            grad_key = grad_scores.transpose(-1, -2) @ q_g
+        return (grad_query.to(ctx.dtypes[0]), grad_key.to(ctx.dtypes[1]), grad_value.to(ctx.dtypes[2]), None, None)
 
 
 @torch.compiler.disable  # under `model.compile`, a graph break: the rows' layouts change every batch
