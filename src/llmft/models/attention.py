@@ -142,8 +142,9 @@ class _CausalAttention(torch.autograd.Function):
     """The gradients of causal attention by batched matmuls over the whole [tokens, tokens] scores,
     softmax recomputed in float32. On a CPU the flash kernel's backward takes most of a short sequence's
     attention time (measured: about 30 of 40 ms for 8 x 185 tokens, 9 heads of 64); the scores of a
-    training sequence are small there (`MATMUL_BACKWARD_MAX_SCORES`). The matmul inputs are in the
-    attention's dtype (bf16 under autocast), as flash-attention's own backward takes them."""
+    training sequence are small there (`MATMUL_BACKWARD_MAX_SCORES`). The scores and their gradient are
+    summed in float32 as in the flash kernel; the probabilities and the scores' gradient enter the last
+    matmuls in the attention's dtype (bf16 under autocast), as flash-attention's own backward takes them."""
 
     @staticmethod
     def forward(ctx, query, key, value, dtype, scale):
@@ -164,12 +165,15 @@ class _CausalAttention(torch.autograd.Function):
         grouped = (batch, k.shape[1], groups * tokens, head_dim)  # query heads of one key head, stacked
         q_g, grad_g = q.reshape(grouped), grad_out.to(q.dtype).reshape(grouped)
         with torch.autocast(q.device.type, enabled=False):
-            scores = (q_g @ k.transpose(-1, -2)).float().mul_(ctx.scale)
+            # scores and their gradient from float32 copies: the bf16 products are exact and summed in float32,
+            # as the flash kernel sums them (a bf16 matmul would round the scores before the softmax)
+            scores = (q_g.float() @ k.float().transpose(-1, -2)).mul_(ctx.scale)
             causal = torch.ones(tokens, tokens, dtype=torch.bool, device=q.device).tril_()
             scores.view(batch, k.shape[1], groups, tokens, tokens).masked_fill_(~causal, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
             delta = (grad_out.float() * out.float()).sum(-1).reshape(*grouped[:3], 1)
-            grad_scores = (grad_g @ v.transpose(-1, -2)).float().sub_(delta).mul_(probs).mul_(ctx.scale).to(q.dtype)
+            grad_scores = (grad_g.float() @ v.float().transpose(-1, -2)).sub_(delta).mul_(probs).mul_(ctx.scale)
+            grad_scores = grad_scores.to(q.dtype)
             grad_value = probs.to(q.dtype).transpose(-1, -2) @ grad_g
             grad_query = (grad_scores @ k).reshape(q.shape)
             grad_key = grad_scores.transpose(-1, -2) @ q_g
