@@ -5,7 +5,8 @@ blocks over ~128 KiB-32 MiB back to the kernel when they are freed (`munmap`, or
 top), so the next step gets fresh pages and pays a page fault for every 4 KiB it touches: measured on
 SmolLM2-135M LoRA on a 2-core CPU, 60,000 faults and 0.4 s of system time in a 3.5 s step. With the
 thresholds below freed memory stays in the process for the next step: no faults in a steady step. The
-peak (resident) memory is the same; it is just not returned between steps. Values computed are untouched.
+peak (resident) memory is the same in our runs; it is just not returned between steps, nor after training
+(the process keeps its high-water mark). Values computed are untouched.
 `LLMFT_MALLOC_TUNING=0` leaves the allocator as it is."""
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch
 from llmft import models
 from llmft.models import attention
 from llmft.models.forward import supervised_nll_sum
-from tests.integration.test_lora_fast_forward import batch
+from tests.integration.test_lora_fast_forward import batch, build
 
 SPEC = models.ModelSpec("llmft:tiny")
 
@@ -25,13 +25,12 @@ def loss_and_grads(handle: models.ModelHandle, autocast: bool) -> tuple[torch.Te
 @pytest.mark.parametrize(("peft", "precision"), [(models.LoraSpec(), "bf16-mixed"), (models.FullSpec(), "32-true")],
                          ids=["lora bf16", "full fp32"])
 def test_the_matmul_backward_gives_the_flash_loss_and_its_gradients(peft, precision, monkeypatch):
-    torch.manual_seed(0)
-    handle = models.build(SPEC, peft, models.PrecisionSpec(precision))
+    handle = build(peft, precision) if isinstance(peft, models.LoraSpec) else models.build(
+        SPEC, peft, models.PrecisionSpec(precision))  # LoRA with B nonzero: every adapter gradient matters
     assert handle.model.config.num_key_value_heads < handle.model.config.num_attention_heads  # grouped heads
     calls = []
-    monkeypatch.setattr(attention, "causal_attention",
-                        lambda *args: calls.append(1) or attention._CausalAttention.apply(
-                            *args[:3], torch.bfloat16 if precision == "bf16-mixed" else torch.float32, args[3]))
+    original = attention.causal_attention
+    monkeypatch.setattr(attention, "causal_attention", lambda *args: calls.append(1) or original(*args))
     autocast = precision == "bf16-mixed"
     matmul_loss, matmul_grads = loss_and_grads(handle, autocast)
     assert len(calls) == handle.model.config.num_hidden_layers
@@ -39,9 +38,10 @@ def test_the_matmul_backward_gives_the_flash_loss_and_its_gradients(peft, precis
     flash_loss, flash_grads = loss_and_grads(handle, autocast)
     assert len(calls) == handle.model.config.num_hidden_layers  # not called again
     assert torch.equal(matmul_loss, flash_loss)
+    assert all(grad.norm() > 0 for grad in flash_grads.values())
     for name, grad in flash_grads.items():
         if autocast:  # bf16 rounding of other products: close, not equal
-            assert (matmul_grads[name] - grad).norm() <= 0.05 * grad.norm() + 1e-6, name
+            assert (matmul_grads[name] - grad).norm() <= 0.02 * grad.norm(), name
         else:
             torch.testing.assert_close(matmul_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
 

@@ -42,6 +42,14 @@ def loss_and_grads(handle: models.ModelHandle, precision: str) -> tuple[torch.Te
     return (nll / n).detach(), grads
 
 
+def count_peft_forwards(monkeypatch) -> list:
+    """Calls of peft's own `lora.Linear.forward` from here on (the folded forward falls back to it)."""
+    calls = []
+    original = LoraLinear.forward
+    monkeypatch.setattr(LoraLinear, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    return calls
+
+
 def peft_forward_everywhere(model: torch.nn.Module) -> int:
     """Take the folded forward off every LoRA layer (peft's class forward again); how many had it."""
     folded = [m for m in model.modules() if isinstance(m, LoraLinear) and "forward" in m.__dict__]
@@ -53,7 +61,9 @@ def peft_forward_everywhere(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
 def test_the_folded_lora_forward_gives_peft_s_loss_and_gradients_bit_for_bit(precision, monkeypatch):
     handle = build(models.LoraSpec(r=8, alpha=32), precision)  # scaling 4
+    peft_calls = count_peft_forwards(monkeypatch)
     fast_loss, fast_grads = loss_and_grads(handle, precision)
+    assert not peft_calls  # every layer took the folded branch
     lora_layers = [m for m in handle.model.modules() if isinstance(m, LoraLinear)]
     assert peft_forward_everywhere(handle.model) == len(lora_layers) == 7 * handle.model.config.num_hidden_layers
     monkeypatch.setattr(forward, "head_weight", lambda head: head.weight)  # and the head cast afresh
@@ -64,22 +74,26 @@ def test_the_folded_lora_forward_gives_peft_s_loss_and_gradients_bit_for_bit(pre
         torch.testing.assert_close(fast_grads[name], peft_grads[name], rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.parametrize("lora", [models.LoraSpec(r=16, alpha=24), models.LoraSpec(dropout=0.1)],
-                         ids=["scaling 1.5", "dropout"])
-def test_a_scaling_that_is_not_a_power_of_two_or_dropout_keeps_peft_s_forward(lora):
-    """Folding 1.5 into lora_B would round differently from peft's `lora_B(h) * 1.5`: such layers (and
-    layers with dropout) go through peft's own forward, the same values as without the fast path."""
+@pytest.mark.parametrize(("lora", "dtype"), [(models.LoraSpec(r=16, alpha=24), torch.bfloat16),
+                                             (models.LoraSpec(dropout=0.1), torch.bfloat16),
+                                             (models.LoraSpec(), torch.float16)],
+                         ids=["scaling 1.5", "dropout", "fp16 autocast"])
+def test_a_scaling_that_is_not_a_power_of_two_dropout_or_fp16_keep_peft_s_forward(lora, dtype, monkeypatch):
+    """Folding 1.5 into lora_B would round differently from peft's `lora_B(h) * 1.5`; so would fp16 for
+    small weights: such layers (and layers with dropout) go through peft's own forward."""
     handle = build(lora, "bf16-mixed")
     handle.model.eval()  # dropout off, so two forwards can be compared
     layer = next(m for m in handle.model.modules() if isinstance(m, LoraLinear))
     x = torch.randn(2, 5, layer.in_features, generator=torch.Generator().manual_seed(2))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        through_fast_path = plain_lora_forward(layer, x)
+    with torch.autocast("cpu", dtype=dtype):
         peft_own = type(layer).forward(layer, x)
         folded_anyway = layer.base_layer(x) + torch.nn.functional.linear(
             layer.lora_A["default"](x), layer.lora_B["default"].weight * layer.scaling["default"])
+        peft_calls = count_peft_forwards(monkeypatch)
+        through_fast_path = plain_lora_forward(layer, x)
+    assert peft_calls == [1]
     assert torch.equal(through_fast_path, peft_own)
-    if lora.dropout == 0.0:
+    if lora.alpha == 24:
         assert not torch.equal(folded_anyway, peft_own)  # what the guard prevents
 
 

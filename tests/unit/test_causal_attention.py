@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmft.models.attention import causal_attention
+from llmft.models.attention import causal_attention, uses_matmul_backward
 
 
 def inputs(dtype: torch.dtype, heads: int = 6, kv_heads: int = 2, tokens: int = 11, seed: int = 0):
@@ -55,3 +55,15 @@ def test_under_bf16_autocast_the_values_are_sdpa_s_and_the_gradients_as_close_to
         error_mine = (mine.double() - truth).norm() / truth.norm()
         error_flash = (reference.double() - truth).norm() / truth.norm()
         assert error_mine < max(1.5 * error_flash, 1e-2), (error_mine, error_flash)
+
+
+@pytest.mark.parametrize("extra", [{"position_bias": torch.zeros(1)}, {"is_causal": False}, {"sliding_window": 4},
+                                   {"softcap": 30.0}, {"dropout": 0.1}],
+                         ids=["position bias", "not causal", "sliding window", "softcap", "dropout"])
+def test_what_sdpa_would_have_to_apply_keeps_sdpa(extra):
+    q, k, v = inputs(torch.float32)
+    module = torch.nn.Module()
+    assert uses_matmul_backward(module, q, k, v, None, {"dropout": 0.0, "scaling": None})
+    assert not uses_matmul_backward(module, q, k, v, None, {"dropout": 0.0, "scaling": None, **extra})
+    assert not uses_matmul_backward(module, q, k, v, torch.ones(1, 1, 11, 11, dtype=torch.bool), {})
+    assert not uses_matmul_backward(module, q, k.detach().double(), v, None, {})  # sdpa would refuse mixed dtypes

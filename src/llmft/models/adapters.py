@@ -135,10 +135,11 @@ def plain_lora_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     default), in fewer passes over the [tokens, out_features] activations: the scaling is folded into
     `lora_B`'s weight (an exact multiplication, so every rounding is the one of `lora_B(h) * scaling`) and
     the update is added in place to the base output (which the base's backward does not keep). The same
-    values and gradients bit for bit, without the scaled copy, its backward multiplication and the sum's
-    allocation. Anything else (merged, disabled, mixed adapters, dropout, variants, bias) is peft's."""
+    values and gradients bit for bit in float32 and bf16, without the scaled copy, its backward multiplication
+    and the sum's allocation. Anything else (fp16, merged, disabled, mixed adapters, dropout, variants, bias)
+    is peft's."""
     names = [name for name in layer.active_adapters if name in layer.lora_A]
-    if (args or kwargs or layer.disable_adapters or layer.merged
+    if (args or kwargs or layer.disable_adapters or layer.merged or in_float16(x)
             or not all(_foldable(layer, name) for name in names)):
         return type(layer).forward(layer, x, *args, **kwargs)
     result = layer.base_layer(x)
@@ -150,6 +151,14 @@ def plain_lora_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             return type(layer).forward(layer, x)
         result.add_(update)
     return result
+
+
+def in_float16(x: torch.Tensor) -> bool:
+    """fp16 (autocast or weights): a folded weight below fp16's smallest normal rounds otherwise, and the
+    loss-scaled gradient would overflow at another point, so fp16 keeps peft's order of operations."""
+    device = x.device.type
+    return x.dtype == torch.float16 or (torch.is_autocast_enabled(device)
+                                        and torch.get_autocast_dtype(device) == torch.float16)
 
 
 def _foldable(layer, name: str) -> bool:

@@ -13,10 +13,12 @@ On a CUDA GPU in half precision the documents of a packed row go to PyTorch's ow
 varlen kernel (`torch.nn.attention.varlen.varlen_attn`, torch >= 2.9) in one call instead of one
 sdpa call each: the same attention, without the per-document loop (and its host sync on the bounds).
 
-Outside a packed row it is transformers' sdpa unchanged, so under autocast its losses equal TRL's (the
-same kernel). An earlier version computed attention as bf16 matmuls with a float32 softmax when training
-on a CPU in half precision: faster on one of our machines, slower than the flash kernel on an AMX one,
-and it moved the first-step loss of SmolLM2-135M LoRA by 1.2e-2 from sdpa's (2.9261 vs 2.9146).
+Outside a packed row the forward is transformers' sdpa call unchanged, so under autocast its losses equal
+TRL's (the same kernel). Training on a CPU without a mask, the backward is `_CausalAttention`'s batched
+matmuls instead of the CPU flash kernel's backward (about 3/4 of that kernel's time for short sequences):
+the gradients then round otherwise than sdpa's, as close to float64's. An earlier version also computed
+the *forward* as bf16 matmuls with a float32 softmax: it moved the first-step loss of SmolLM2-135M LoRA by
+1.2e-2 from sdpa's (2.9261 vs 2.9146), so the forward stays sdpa's.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -94,7 +97,7 @@ def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     kwargs = {k: v for k, v in kwargs.items() if k not in BOUNDARY_KEYS and k != SEGMENTS_KEY}
     if segments is not None:
         return attend_segments(module, query, key, value, segments, **kwargs), None
-    if bounds is None and uses_matmul_backward(module, query, key, attention_mask, kwargs):
+    if bounds is None and uses_matmul_backward(module, query, key, value, attention_mask, kwargs):
         return causal_attention(query, key, value, kwargs.get("scaling")).transpose(1, 2).contiguous(), None
     if bounds is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
@@ -114,18 +117,30 @@ def sdpa_per_document(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                                                         if end > start], **kwargs), None
 
 
-MATMUL_BACKWARD_MAX_SCORES = 1 << 24  # float32 scores the matmul backward may hold at once (64 MiB)
+MATMUL_BACKWARD_MAX_SCORES = 1 << 24  # scores a call: 64 MiB in float32, about 3x that at the backward's peak
 
 
-def uses_matmul_backward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+def uses_matmul_backward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: torch.Tensor | None, kwargs: dict) -> bool:
     """Plain causal self-attention being trained on a CPU, short enough for `causal_attention`'s backward."""
     scores = query.shape[0] * query.shape[1] * query.shape[2] * key.shape[2]
-    return (query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad
-            and attention_mask is None and 1 < query.shape[2] == key.shape[2] and getattr(module, "is_causal", True)
-            and not kwargs.get("dropout") and kwargs.get("sliding_window") is None and kwargs.get("softcap") is None
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal  # as transformers' sdpa decides
+    extras = ("position_bias", "sliding_window", "softcap", "output_attentions")  # what sdpa would have to apply
+    return (query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad and causal is True
+            and attention_mask is None and 1 < query.shape[2] == key.shape[2] and not kwargs.get("dropout")
+            and not any(kwargs.get(name) is not None and kwargs.get(name) is not False for name in extras)
+            and same_dtype_for_sdpa(query, key, value)
             and query.shape[1] % key.shape[1] == 0 and scores <= MATMUL_BACKWARD_MAX_SCORES
             and os.environ.get("LLMFT_ATTENTION_BACKWARD", "matmul") == "matmul")
+
+
+def same_dtype_for_sdpa(*tensors: torch.Tensor) -> bool:
+    """sdpa gets one dtype: under autocast, float32/bf16/fp16 inputs cast to autocast's; otherwise equal ones."""
+    dtypes = {t.dtype for t in tensors}
+    if torch.is_autocast_enabled(tensors[0].device.type):
+        return dtypes <= {torch.float32, torch.bfloat16, torch.float16}
+    return len(dtypes) == 1
 
 
 def causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None
@@ -144,7 +159,7 @@ class _CausalAttention(torch.autograd.Function):
     attention time (measured: about 30 of 40 ms for 8 x 185 tokens, 9 heads of 64); the scores of a
     training sequence are small there (`MATMUL_BACKWARD_MAX_SCORES`). The scores and their gradient are
     summed in float32 as in the flash kernel; the probabilities and the scores' gradient enter the last
-    matmuls in the attention's dtype (bf16 under autocast), as flash-attention's own backward takes them."""
+    matmuls in the attention's dtype (bf16 under autocast). Only the gradients asked for are computed."""
 
     @staticmethod
     def forward(ctx, query, key, value, dtype, scale):
@@ -158,26 +173,34 @@ class _CausalAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, out = ctx.saved_tensors
+        need_query, need_key, need_value = ctx.needs_input_grad[:3]
         batch, heads, tokens, head_dim = q.shape
         groups = heads // k.shape[1]
         grouped = (batch, k.shape[1], groups * tokens, head_dim)  # query heads of one key head, stacked
         q_g, grad_g = q.reshape(grouped), grad_out.to(q.dtype).reshape(grouped)
+        wide = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 for float64 inputs
         with torch.autocast(q.device.type, enabled=False):
             # scores and their gradient from float32 copies: the bf16 products are exact and summed in float32,
             # as the flash kernel sums them (a bf16 matmul would round the scores before the softmax)
-            scores = (q_g.float() @ k.float().transpose(-1, -2)).mul_(ctx.scale)
+            scores = (q_g.to(wide) @ k.to(wide).transpose(-1, -2)).mul_(ctx.scale)
             causal = torch.ones(tokens, tokens, dtype=torch.bool, device=q.device).tril_()
             scores.view(batch, k.shape[1], groups, tokens, tokens).masked_fill_(~causal, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
-            delta = (grad_out.float() * out.float()).sum(-1).reshape(*grouped[:3], 1)
-            grad_scores = (grad_g.float() @ v.float().transpose(-1, -2)).sub_(delta).mul_(probs).mul_(ctx.scale)
-            grad_scores = grad_scores.to(q.dtype)
-            grad_value = probs.to(q.dtype).transpose(-1, -2) @ grad_g
-            grad_query = (grad_scores @ k).reshape(q.shape)
-            grad_key = grad_scores.transpose(-1, -2) @ q_g
-        return (grad_query.to(ctx.dtypes[0]), grad_key.to(ctx.dtypes[1]), grad_value.to(ctx.dtypes[2]), None, None)
+            del scores
+            grad_value = probs.to(q.dtype).transpose(-1, -2) @ grad_g if need_value else None
+            grad_scores = grad_query = grad_key = None
+            if need_query or need_key:
+                delta = (grad_out.to(wide) * out.to(wide)).sum(-1).reshape(*grouped[:3], 1)
+                grad_scores = (grad_g.to(wide) @ v.to(wide).transpose(-1, -2)).sub_(delta).mul_(probs)
+                del probs
+                grad_scores = grad_scores.mul_(ctx.scale).to(q.dtype)
+                grad_query = (grad_scores @ k).reshape(q.shape) if need_query else None
+                grad_key = grad_scores.transpose(-1, -2) @ q_g if need_key else None
+        return tuple(None if grad is None else grad.to(dtype)
+                     for grad, dtype in zip((grad_query, grad_key, grad_value), ctx.dtypes)) + (None, None)
 
 
 @torch.compiler.disable  # under `model.compile`, a graph break: the rows' layouts change every batch

@@ -175,7 +175,9 @@ def head_weight(head: torch.nn.Linear) -> torch.Tensor:
     """The output projection's weight as the chunked log-probs multiply by it: under autocast, a frozen
     float32 weight (LoRA's tied embeddings) cast to the autocast dtype once and kept while it is unchanged
     (its version counter), instead of a new cast, 28M values for SmolLM2, in every forward. A trainable
-    weight, or no autocast, is passed as it is (`linear_token_logps` casts as `nn.Linear` would)."""
+    weight, or no autocast, is passed as it is (`linear_token_logps` casts as `nn.Linear` would). A change
+    made through `weight.data` moves no version counter and is not seen: change the weight itself
+    (`copy_` under no_grad, `load_state_dict`). The cast is kept as long as the head (57 MB for SmolLM2)."""
     weight = head.weight
     device = weight.device.type
     if weight.requires_grad or not torch.is_autocast_enabled(device) or not weight.is_floating_point():
