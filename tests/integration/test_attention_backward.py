@@ -8,18 +8,9 @@ import torch
 from llmft import models
 from llmft.models import attention
 from llmft.models.forward import supervised_nll_sum
-from tests.integration.test_lora_fast_forward import batch, build
+from tests.integration.test_lora_fast_forward import batch, build, loss_and_grads
 
 SPEC = models.ModelSpec("llmft:tiny")
-
-
-def loss_and_grads(handle: models.ModelHandle, autocast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        nll, n = supervised_nll_sum(handle.model, batch())
-    (nll / n).backward()
-    grads = {name: p.grad.float().clone() for name, p in handle.trainable_parameters().items()}
-    handle.model.zero_grad(set_to_none=True)
-    return (nll / n).detach(), grads
 
 
 @pytest.mark.parametrize(("peft", "precision"), [(models.LoraSpec(), "bf16-mixed"), (models.FullSpec(), "32-true")],
@@ -32,10 +23,10 @@ def test_the_matmul_backward_gives_the_flash_loss_and_its_gradients(peft, precis
     original = attention.causal_attention
     monkeypatch.setattr(attention, "causal_attention", lambda *args: calls.append(1) or original(*args))
     autocast = precision == "bf16-mixed"
-    matmul_loss, matmul_grads = loss_and_grads(handle, autocast)
+    matmul_loss, matmul_grads = loss_and_grads(handle, precision)
     assert len(calls) == handle.model.config.num_hidden_layers
     monkeypatch.setenv("LLMFT_ATTENTION_BACKWARD", "flash")
-    flash_loss, flash_grads = loss_and_grads(handle, autocast)
+    flash_loss, flash_grads = loss_and_grads(handle, precision)
     assert len(calls) == handle.model.config.num_hidden_layers  # not called again
     assert torch.equal(matmul_loss, flash_loss)
     assert all(grad.norm() > 0 for grad in flash_grads.values())
