@@ -2,6 +2,8 @@
 (`models.forward.head_weight`) compute bit for bit what peft's forward and a fresh cast compute (tiny Llama)."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
@@ -116,3 +118,27 @@ def test_a_frozen_output_layer_is_cast_once_and_again_after_it_changes():
         assert changed is not first and torch.equal(changed, head.weight.to(torch.bfloat16))
         head.weight.requires_grad_(True)
         assert head_weight(head) is head.weight  # a trainable head is cast by the matmul, every time
+
+
+def test_a_forward_for_hidden_states_leaves_the_output_layer_alone(monkeypatch):
+    """`final_hidden_states` asks for no logits; the output layer is then not run at all (under autocast
+    it would cast its whole float32 weight), the states are those of the forward that runs it bit for bit, and
+    the layer is as it was afterwards, also after an error."""
+    handle = build(models.LoraSpec(), "bf16-mixed")
+    model, head, inputs = handle.model, handle.model.get_output_embeddings(), batch()
+    called = []
+    original = torch.nn.Linear.forward
+    monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: called.append(self) or original(self, x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        states = forward.final_hidden_states(model, inputs)
+        assert called and not any(module is head for module in called)
+        with monkeypatch.context() as patched:
+            patched.setattr(forward, "head_untouched", lambda _model: contextlib.nullcontext())
+            plain = forward.final_hidden_states(model, inputs)  # the head run on zero positions
+    assert any(module is head for module in called)
+    assert torch.equal(states, plain)
+    assert "forward" not in head.__dict__
+    with (pytest.raises(RuntimeError, match="logits_to_keep"), torch.autocast("cpu", dtype=torch.bfloat16),
+          forward.head_untouched(model)):
+        model(input_ids=inputs["input_ids"])  # every position's logits: not what the context is for
+    assert "forward" not in head.__dict__

@@ -42,9 +42,17 @@ def _logit_grad(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     logits = logits.to(compute_dtype(logits.dtype))
     if bias is not None:
         logits.add_(bias)
-    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-    logps = (logits.gather(-1, targets.unsqueeze(-1)) - lse).squeeze(-1)
-    grad = logits.sub_(lse).exp_().neg_()  # -softmax, in the logits' storage
+    target_logits = logits.gather(-1, targets.unsqueeze(-1))
+    # torch.logsumexp's own steps (max, finite-masked, exp, sum, log, + max), in the logits' storage:
+    # the same values bit for bit, without its temporary [rows, V] copy, and exp(x - max) is reused
+    # for the softmax (one pass instead of logsumexp's sub and exp again).
+    maxes = logits.amax(dim=-1, keepdim=True)
+    maxes.masked_fill_(maxes.abs() == float("inf"), 0)
+    exps = logits.sub_(maxes).exp_()
+    sums = exps.sum(dim=-1, keepdim=True)
+    lse = sums.log().add_(maxes)
+    logps = (target_logits - lse).squeeze(-1)
+    grad = exps.mul_(sums.reciprocal_().neg_())  # -softmax, in the logits' storage
     grad.scatter_add_(-1, targets.unsqueeze(-1), torch.ones_like(logps).unsqueeze(-1))
     return logps, grad if scale is None else grad.mul_(scale.unsqueeze(-1))
 

@@ -227,10 +227,37 @@ def hidden_after_norm(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     no_logits = torch.empty(0, dtype=torch.long, device=inputs["input_ids"].device)
     hook = model.get_decoder().norm.register_forward_hook(lambda _module, _inputs, out: captured.append(out))
     try:
-        model(**inputs, logits_to_keep=no_logits)
+        with head_untouched(model):
+            model(**inputs, logits_to_keep=no_logits)
     finally:
         hook.remove()
     return captured[-1]
+
+
+@contextlib.contextmanager
+def head_untouched(model: torch.nn.Module) -> Iterator[None]:
+    """A forward asked for no logits (`logits_to_keep` empty) still calls the output layer on zero
+    positions, and under autocast that casts its whole float32 weight (LoRA's tied embeddings: 28M values
+    for SmolLM2) in every forward. Within this context a plain `nn.Linear` head returns its empty
+    [..., 0, V] output without touching the weight; any other head is called as it is."""
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or "forward" in head.__dict__:
+        yield
+        return
+    head.forward = _empty_logits.__get__(head)
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def _empty_logits(head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    if hidden.numel():
+        raise RuntimeError("head_untouched: the output layer was asked for logits at "
+                           f"{hidden.shape[:-1].numel()} positions; expected none (logits_to_keep empty)")
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    return hidden.new_empty(*hidden.shape[:-1], head.out_features, dtype=dtype)
 
 
 def supervised_nll_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
