@@ -57,10 +57,10 @@ def cpu_flags() -> str:
 
 
 def workload_overrides(args: argparse.Namespace, workload: str) -> list[str]:
-    """`python train.py` overrides of a workload: `steps` optimizer steps over exactly steps x batch rows."""
+    """`python train.py` overrides of a workload: `steps` x `epochs` optimizer steps over exactly steps x batch rows."""
     return [*WORKLOADS[workload], f"model.name_or_path={args.model}", f"data.batch_size={args.batch}",
             f"data.max_length={args.max_length}", f"data.limit_train={args.steps * args.batch}",
-            f"trainer.max_steps={args.steps}", "schedule=constant", "evaluate=false", "+trainer.limit_val_batches=0",
+            f"trainer.max_steps={args.steps * args.epochs}", "schedule=constant", "evaluate=false", "+trainer.limit_val_batches=0",
             "trainer.enable_progress_bar=false", f"callbacks.throughput.warmup_steps={args.warmup}",
             f"seed={args.seed}", *args.llmft_overrides]
 
@@ -128,7 +128,10 @@ def main() -> None:
     parser.add_argument("--trl-settings", default=",".join(TRL_SETTINGS))
     parser.add_argument("--model", default="llmft:smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=7, help="optimizer steps a run (the first --warmup are not timed)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of a run")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="passes over the same steps x batch rows (a run is steps x epochs optimizer steps); "
+                             "--epochs 2 --warmup <steps> times the second pass, after memory and kernels are warm")
     parser.add_argument("--batch", type=int, default=8, help="examples (pairs for DPO/ORPO) a step")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2, help="alternations of the two sides")

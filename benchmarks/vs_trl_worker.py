@@ -62,8 +62,9 @@ def run_llmft(overrides: list[str], out: Path) -> dict:
 # --- TRL on llmft's batches ------------------------------------------------------------------
 
 
-def llmft_windows(cfg) -> tuple[list[list[dict]], str, object]:
-    """The training windows `python train.py` would run for `cfg` (epoch 0, in order), its view and tokenizer."""
+def llmft_windows(cfg, epochs: int = 1) -> tuple[list[list[dict]], str, object]:
+    """The training windows `python train.py` would run for `cfg` (epochs 0 to `epochs` - 1, in order: Lightning
+    sets the sampler's epoch as each begins), its view and tokenizer."""
     import lightning as L
     from hydra.utils import instantiate
     from transformers import AutoTokenizer
@@ -81,7 +82,11 @@ def llmft_windows(cfg) -> tuple[list[list[dict]], str, object]:
     datamodule = ViewDataModule(rows, renderer, data_spec.batch_size, 1, cfg.seed, 0, view=method_cls.view,
                                 max_dropped_fraction=data_spec.max_dropped_fraction)
     datamodule.setup("fit")
-    return list(datamodule.train_dataloader()), method_cls.view, tokenizer
+    loader, windows = datamodule.train_dataloader(), []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        windows += list(loader)
+    return windows, method_cls.view, tokenizer
 
 
 def unpadded(micro: dict, prefix: str = "") -> list[tuple[list[int], list[int]]]:
@@ -206,7 +211,7 @@ def run_trl(cfg, workload: str, setting: str, args: dict, out: Path) -> dict:
         raise ValueError("no TRL counterpart wired for QLoRA: the GPU suite measures llmft's QLoRA memory alone")
     with open_dict(cfg):
         cfg.data.packing = False  # the same steps' examples, as TRL reads them: one row each (padding_free flattens)
-    windows, view, tokenizer = llmft_windows(cfg)
+    windows, view, tokenizer = llmft_windows(cfg, int(args.get("epochs", 1)))
     dataset = Dataset.from_list(trl_rows(windows, view, workload))
     weights_bf16 = setting.startswith("bf16_weights")
     autocast = "bf16_autocast" in setting
