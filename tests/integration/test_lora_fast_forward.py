@@ -9,7 +9,7 @@ import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
 
 from llmft import models
-from llmft.models import forward
+from llmft.models import adapters, forward
 from llmft.models.adapters import is_power_of_two, plain_lora_forward
 from llmft.models.forward import head_weight, supervised_nll_sum
 
@@ -64,8 +64,16 @@ def peft_forward_everywhere(model: torch.nn.Module) -> int:
 def test_the_folded_lora_forward_gives_peft_s_loss_and_gradients_bit_for_bit(precision, monkeypatch):
     handle = build(models.LoraSpec(r=8, alpha=32), precision)  # scaling 4
     peft_calls = count_peft_forwards(monkeypatch)
+    read = []  # the inputs the folded layers read: autocast's bf16 copies, or as they are in fp32
+    shared = adapters.autocast_input
+    monkeypatch.setattr(adapters, "autocast_input", lambda x: read.append(shared(x)) or read[-1])
     fast_loss, fast_grads = loss_and_grads(handle, precision)
     assert not peft_calls  # every layer took the folded branch
+    # base and lora_A of q, k, v read one copy, of gate and up another; o and down their own inputs
+    layers = handle.model.config.num_hidden_layers
+    assert len(read) == 2 * 7 * layers and len({t.untyped_storage().data_ptr() for t in read}) == 4 * layers
+    assert all(t.dtype == (torch.bfloat16 if precision == "bf16-mixed" else torch.float32) for t in read)
+    read.clear()
     lora_layers = [m for m in handle.model.modules() if isinstance(m, LoraLinear)]
     assert peft_forward_everywhere(handle.model) == len(lora_layers) == 7 * handle.model.config.num_hidden_layers
     monkeypatch.setattr(forward, "head_weight", lambda head: head.weight)  # and the head cast afresh

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from llmft.models.factory import DTYPES, bf16_is_fast
+from llmft.models.shared_cast import autocast_input
 
 
 @dataclass
@@ -142,10 +143,11 @@ def plain_lora_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if (args or kwargs or layer.disable_adapters or layer.merged or in_float16(x)
             or not all(_foldable(layer, name) for name in names)):
         return type(layer).forward(layer, x, *args, **kwargs)
-    result = layer.base_layer(x)
+    # one cast of x shared with the other layers reading it (q, k, v; gate, up), an alias for each reader
+    result = layer.base_layer(autocast_input(x))
     for name in names:
         lora_A = layer.lora_A[name]
-        update = F.linear(lora_A(layer._cast_input_dtype(x, lora_A.weight.dtype)),
+        update = F.linear(lora_A(layer._cast_input_dtype(autocast_input(x), lora_A.weight.dtype)),
                           layer.lora_B[name].weight * layer.scaling[name])
         if update.dtype != result.dtype:
             return type(layer).forward(layer, x)

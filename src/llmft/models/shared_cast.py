@@ -1,0 +1,46 @@
+"""One autocast copy of an activation for every layer that reads it.
+
+Under autocast each `nn.Linear` casts its float32 input to bf16 on its own. In a Llama layer the
+attention's normalised input feeds q, k and v and their three LoRA `lora_A`s (six casts of one tensor), the
+MLP's feeds gate and up and their two (four); every `lora_A` also keeps its copy for its weight's
+gradient. `autocast_input(x)` makes the cast once and hands each caller its own alias of it: the same
+values bit for bit, one copy kept instead of three (q, k, v) or two (gate, up), and each alias's backward
+casts its gradient back to float32 by itself, as autocast's cast does, so the gradients are summed in
+float32 as before.
+"""
+from __future__ import annotations
+
+import torch
+
+COPY_ATTRIBUTE = "_llmft_autocast_copy"  # on the float32 activation: ((version, dtype), its cast)
+
+
+class _Alias(torch.autograd.Function):
+    """`copy` (x cast outside autograd) as a function of x: a view of the shared copy forward; the
+    gradient cast to x's dtype backward (what autocast's own cast, `ToCopyBackward`, does)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, copy: torch.Tensor) -> torch.Tensor:
+        ctx.dtype = x.dtype
+        return copy.view_as(copy)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.to(ctx.dtype), None
+
+
+def autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """`x` as autocast would cast it for a matmul, the cast made once per tensor (and version): float32
+    under bf16/fp16 autocast; anything else is returned as it is."""
+    device = x.device.type
+    if x.dtype != torch.float32 or not torch.is_autocast_enabled(device):
+        return x
+    dtype = torch.get_autocast_dtype(device)
+    key = (x._version, dtype)
+    cached = getattr(x, COPY_ATTRIBUTE, None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, x.to(dtype))
+        setattr(x, COPY_ATTRIBUTE, cached)
+    copy = cached[1]
+    return _Alias.apply(x, copy) if torch.is_grad_enabled() and x.requires_grad else copy
