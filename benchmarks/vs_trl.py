@@ -1,7 +1,7 @@
 """llmft against TRL, side by side: the same model, rows, batches, steps, LoRA and seed, one machine.
 
     pip install -e '.[bench]'          # TRL, the benchmark's only extra
-    python benchmarks/vs_trl.py [--workloads sft_lora,sft_full,dpo_lora,orpo,kto] [--steps 7] [--repeats 2]
+    python benchmarks/vs_trl.py [--workloads sft_lora,sft_full,dpo_lora,orpo,kto] [--steps 7] [--repeats 2] [--epochs 1]
                                 [--trl-settings fp32,bf16_autocast,bf16_weights,bf16_autocast+padding_free]
 
 Each measurement is its own process (peak RSS is per process), the sides alternating within every
