@@ -111,3 +111,18 @@ def test_a_trainable_bias_under_bf16_autocast_matches_the_plain_path():
         results.append((out.detach(), h.grad, w.grad, b.grad))
     for got, ref in zip(results[1], results[0]):
         assert float((got.float() - ref.float()).norm()) <= 0.02 * float(ref.float().norm())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_probs_equal_torch_logsumexp_s_bit_for_bit(dtype):
+    """The forward runs logsumexp's own steps in place (the softmax reuses exp(x - max)): the same values."""
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(9, 6, generator=generator, dtype=dtype)
+    weight = torch.randn(11, 6, generator=generator, dtype=dtype)
+    bias = torch.randn(11, generator=generator, dtype=dtype)
+    bias[4] = -math.inf  # a token that can never be produced
+    targets = torch.randint(0, 11, (9,), generator=generator)
+    targets[targets == 4] = 5
+    logits = hidden @ weight.t() + bias
+    expected = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    assert torch.equal(linear_token_logps(hidden, weight, targets, bias=bias), expected)

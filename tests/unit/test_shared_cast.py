@@ -63,3 +63,22 @@ def test_gradients_equal_autocast_s_own_casts_bit_for_bit():
     assert torch.equal(shared_loss, plain_loss)
     assert torch.equal(shared_grad, plain_grad)  # each alias casts its own gradient: summed in float32
     assert all(torch.equal(a, b) for a, b in zip(shared_w, plain_w))
+
+
+def test_inference_tensors_a_changed_copy_and_compiled_code():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        frozen = torch.randn(3, 4) * 2
+        assert autocast_input(frozen) is frozen  # no version counter to key a copy by
+    _, y = activation()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        copy = autocast_input(y)
+        copy.zero_()  # a reader writing into its input: the next one gets a fresh cast
+        assert torch.equal(autocast_input(y), y.to(torch.bfloat16))
+
+    def two_readers(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return F.linear(autocast_input(y), w) + F.linear(autocast_input(y), w)
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(two_readers)(y.detach(), torch.randn(2, 8).to(torch.bfloat16))
+    assert explained.graph_break_count == 0

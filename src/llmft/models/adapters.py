@@ -147,7 +147,7 @@ def plain_lora_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     result = layer.base_layer(autocast_input(x))
     for name in names:
         lora_A = layer.lora_A[name]
-        update = F.linear(lora_A(layer._cast_input_dtype(autocast_input(x), lora_A.weight.dtype)),
+        update = F.linear(lora_A(autocast_input(layer._cast_input_dtype(x, lora_A.weight.dtype))),
                           layer.lora_B[name].weight * layer.scaling[name])
         if update.dtype != result.dtype:
             return type(layer).forward(layer, x)

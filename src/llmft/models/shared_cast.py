@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-COPY_ATTRIBUTE = "_llmft_autocast_copy"  # on the float32 activation: ((version, dtype), its cast)
+COPY_ATTRIBUTE = "_llmft_autocast_copy"  # on the float32 activation: ((version, dtype), its cast, its version)
 
 
 class _Alias(torch.autograd.Function):
@@ -31,16 +31,19 @@ class _Alias(torch.autograd.Function):
 
 def autocast_input(x: torch.Tensor) -> torch.Tensor:
     """`x` as autocast would cast it for a matmul, the cast made once per tensor (and version): float32
-    under bf16/fp16 autocast; anything else is returned as it is."""
+    under bf16/fp16 autocast. Returned as it is (each reader's autocast casts it): anything else, inference
+    tensors (no version counter), and inside `torch.compile`, which merges the casts itself (and could not
+    guard on the version)."""
     device = x.device.type
-    if x.dtype != torch.float32 or not torch.is_autocast_enabled(device):
+    if x.dtype != torch.float32 or not torch.is_autocast_enabled(device) or torch.compiler.is_compiling() \
+            or x.is_inference() or torch.get_autocast_dtype(device) == x.dtype:
         return x
-    dtype = torch.get_autocast_dtype(device)
-    key = (x._version, dtype)
+    key = (x._version, torch.get_autocast_dtype(device))
     cached = getattr(x, COPY_ATTRIBUTE, None)
-    if cached is None or cached[0] != key:
+    if cached is None or cached[0] != key or cached[1]._version != cached[2]:  # x or the copy changed
         with torch.no_grad():
-            cached = (key, x.to(dtype))
+            copy = x.to(key[1])
+        cached = (key, copy, copy._version)
         setattr(x, COPY_ATTRIBUTE, cached)
     copy = cached[1]
     return _Alias.apply(x, copy) if torch.is_grad_enabled() and x.requires_grad else copy
