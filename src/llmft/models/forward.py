@@ -12,6 +12,7 @@ from llmft.losses import IGNORE_INDEX, token_logps
 from llmft.losses.linear_logps import linear_token_logps
 from llmft.models.attention import NAME as ATTENTION
 from llmft.models.attention import unused_mask
+from llmft.models.shared_cast import kept_cast
 from llmft.models.shared_prompt import shared_prompt_layout
 
 
@@ -168,7 +169,7 @@ def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     return head if type(head) is torch.nn.Linear else None  # not a LoRA-wrapped or quantised head
 
 
-CAST_ATTRIBUTE = "_llmft_cast_weight"  # on the head module: (weight version, dtype, storage), its cast
+CAST_ATTRIBUTE = "_llmft_cast_weight"  # on the head module: its weight's cast (`kept_cast`)
 
 
 def head_weight(head: torch.nn.Linear) -> torch.Tensor:
@@ -185,12 +186,7 @@ def head_weight(head: torch.nn.Linear) -> torch.Tensor:
     dtype = torch.get_autocast_dtype(device)
     if weight.dtype == dtype:
         return weight
-    key = (weight._version, dtype, weight.data_ptr())
-    cached = head.__dict__.get(CAST_ATTRIBUTE)
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = head.__dict__[CAST_ATTRIBUTE] = (key, weight.to(dtype))
-    return cached[1]
+    return kept_cast(head, CAST_ATTRIBUTE, weight, dtype)
 
 
 def supervised_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> SupervisedLogps:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-COPY_ATTRIBUTE = "_llmft_autocast_copy"  # on the float32 activation: ((version, dtype), its cast, its version)
+COPY_ATTRIBUTE = "_llmft_autocast_copy"  # on the float32 activation: its cast (`kept_cast`)
 
 
 class _Alias(torch.autograd.Function):
@@ -38,12 +38,18 @@ def autocast_input(x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.float32 or not torch.is_autocast_enabled(device) or torch.compiler.is_compiling() \
             or x.is_inference() or torch.get_autocast_dtype(device) == x.dtype:
         return x
-    key = (x._version, torch.get_autocast_dtype(device))
-    cached = getattr(x, COPY_ATTRIBUTE, None)
-    if cached is None or cached[0] != key or cached[1]._version != cached[2]:  # x or the copy changed
-        with torch.no_grad():
-            copy = x.to(key[1])
-        cached = (key, copy, copy._version)
-        setattr(x, COPY_ATTRIBUTE, cached)
-    copy = cached[1]
+    copy = kept_cast(x, COPY_ATTRIBUTE, x, torch.get_autocast_dtype(device))
     return _Alias.apply(x, copy) if torch.is_grad_enabled() and x.requires_grad else copy
+
+
+def kept_cast(holder: object, attribute: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor.to(dtype)` (without autograd), made once and kept as `holder.<attribute>` while the tensor
+    (its version counter and storage) and the copy itself are unchanged."""
+    key = (tensor._version, dtype, tensor.data_ptr())
+    cached = getattr(holder, attribute, None)
+    if cached is None or cached[0] != key or cached[1]._version != cached[2]:
+        with torch.no_grad():
+            copy = tensor.to(dtype)
+        cached = (key, copy, copy._version)
+        setattr(holder, attribute, cached)
+    return cached[1]
