@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from llmft.losses import token_logps
+from llmft.losses import linear_logps, token_logps
 from llmft.losses.linear_logps import linear_token_logps
 
 
@@ -126,3 +126,17 @@ def test_log_probs_equal_torch_logsumexp_s_bit_for_bit(dtype):
     logits = hidden @ weight.t() + bias
     expected = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     assert torch.equal(linear_token_logps(hidden, weight, targets, bias=bias), expected)
+
+
+def test_a_cpu_chunk_of_logits_stays_under_glibcs_mmap_threshold():
+    """A CPU chunk's float32 logits under 32 MiB (served from the heap, not a fresh mapping every call);
+    elsewhere, and for small vocabularies, `DEFAULT_CHUNK_ROWS`."""
+    smollm2, llama3 = torch.empty(49152, 8), torch.empty(128256, 8)
+    for hidden, weight in ((torch.empty(2, 8, dtype=torch.bfloat16), smollm2), (torch.empty(2, 8), llama3),
+                           (torch.empty(2, 8, dtype=torch.float64), smollm2)):
+        rows = linear_logps.default_chunk_rows(hidden, weight)
+        row_bytes = weight.shape[0] * torch.promote_types(hidden.dtype, torch.float32).itemsize
+        assert rows * row_bytes <= linear_logps.CPU_CHUNK_BYTES < (rows + 1) * row_bytes  # the most that fit
+    assert linear_logps.CPU_CHUNK_BYTES < 32 << 20
+    assert linear_logps.default_chunk_rows(torch.empty(2, 8), torch.empty(100, 8)) == linear_logps.DEFAULT_CHUNK_ROWS
+    assert linear_logps.default_chunk_rows(torch.empty(2, 8, device="meta"), smollm2) == linear_logps.DEFAULT_CHUNK_ROWS
